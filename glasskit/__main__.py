@@ -1,0 +1,3 @@
+from glasskit.cli import main
+
+raise SystemExit(main())

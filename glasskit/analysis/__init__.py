@@ -1,0 +1,1 @@
+"""Analysis on top of the pipeline: plotly figure builders and summary tables."""

@@ -1,0 +1,72 @@
+"""``python -m glasskit``: data statistics, notebook reports (and later stages)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from glasskit.config import DATASETS, PROFILES, profile
+from glasskit.errors import GlasskitError
+
+
+def _config(args: argparse.Namespace, **extra: Any):
+    overrides: dict[str, Any] = {"data.dataset": args.dataset}
+    if args.data_dir:
+        overrides["data.data_dir"] = args.data_dir
+    if getattr(args, "seed", None) is not None:
+        overrides["seed"] = args.seed
+    overrides.update(extra)
+    return profile(args.profile, **overrides)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from glasskit.data import prepare
+
+    ds = prepare(_config(args))
+    print(json.dumps(ds.stats()))
+    return 0
+
+
+def cmd_reports(args: argparse.Namespace) -> int:
+    from glasskit.reports import build_reports
+
+    params: dict[str, Any] = {"profile": args.profile, "dataset": args.dataset}
+    if args.data_dir:
+        params["data_dir"] = args.data_dir
+    only = args.only.split(",") if args.only else None
+    results = build_reports(params, args.out, only)
+    print(json.dumps({r.notebook: round(r.seconds, 1) for r in results}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m glasskit", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser, default_profile: str = "quick") -> None:
+        sp.add_argument("--dataset", default="ml-100k", choices=DATASETS)
+        sp.add_argument("--data-dir", default=None, help="folder with the dataset's files")
+        sp.add_argument("--profile", default=default_profile, choices=PROFILES)
+
+    d = sub.add_parser("data", help="print a dataset's statistics as one JSON object")
+    common(d)
+    d.add_argument("--seed", type=int, default=None)
+    d.set_defaults(func=cmd_data)
+
+    r = sub.add_parser("reports", help="execute the notebooks into reports/ with papermill")
+    common(r)
+    r.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 01,02")
+    r.add_argument("--out", default="reports")
+    r.set_defaults(func=cmd_reports)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except GlasskitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

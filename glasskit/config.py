@@ -1,0 +1,224 @@
+"""Dataclass configs, named profiles (smoke, quick, paper), YAML in/out and stable hashes.
+
+A stage's cache key is the hash of exactly the config sections it depends on
+(``cfg.hash("data", "embed")``), so changing a model parameter never invalidates the
+data or the tokenizer.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from glasskit.errors import ConfigError
+
+DATASETS = ("ml-100k", "ml-latest-small", "ml-1m", "kuairec", "csv", "synthetic")
+PROFILES = ("smoke", "quick", "paper")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "ml-100k"
+    data_dir: str | None = None
+    short_len: int = 50  # GLASS §5.1.1: the most recent 50 interactions
+    long_max: int = 1000  # most recent long-term items kept before the short window
+    min_user_interactions: int = 3  # fewer: dropped with a count (valid needs one input)
+    train_targets_per_user: int | None = None  # None: every earlier position is a training target
+    min_rating: float | None = None  # positive filter for explicit ratings (None keeps all)
+    duplicates: str = "drop"  # exact duplicate rows: "drop" (with a warning) or "error"
+    kuairec_matrix: str = "big"  # KuaiRec: "big" or "small" matrix
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"data.dataset: unknown dataset {self.dataset!r}; choose one of {DATASETS}")
+        _positive("data.short_len", self.short_len)
+        _positive("data.long_max", self.long_max, allow_zero=True)
+        if self.min_user_interactions < 3:
+            raise ConfigError("data.min_user_interactions must be >= 3 (test, valid and a train target)")
+        if self.train_targets_per_user is not None:
+            _positive("data.train_targets_per_user", self.train_targets_per_user)
+        if self.duplicates not in ("drop", "error"):
+            raise ConfigError(f"data.duplicates must be 'drop' or 'error', got {self.duplicates!r}")
+        if self.kuairec_matrix not in ("big", "small"):
+            raise ConfigError(f"data.kuairec_matrix must be 'big' or 'small', got {self.kuairec_matrix!r}")
+
+
+@dataclass
+class SyntheticConfig:
+    """Parameters of :func:`glasskit.data.synthetic.generate` (see its docstring)."""
+
+    users: int = 400
+    items: int = 2048
+    clusters: int = 32  # coarse interests
+    fine_per_cluster: int = 8  # fine-grained groups inside each coarse cluster
+    min_len: int = 60
+    max_len: int = 400
+    successors: int = 3  # coarse clusters reachable from each cluster (recent-window signal)
+    p_preferred: float = 0.85  # probability that an event uses the user's preferred fine group
+    dim: int = 32
+
+    def validate(self) -> None:
+        for name in ("users", "items", "clusters", "fine_per_cluster", "successors", "dim"):
+            _positive(f"synthetic.{name}", getattr(self, name))
+        if not 3 <= self.min_len <= self.max_len <= 100_000:
+            raise ConfigError(
+                f"synthetic lengths need 3 <= min_len <= max_len <= 100000, got "
+                f"{self.min_len}..{self.max_len}"
+            )
+        if self.items < self.clusters * self.fine_per_cluster:
+            raise ConfigError("synthetic.items must be >= clusters * fine_per_cluster")
+        if self.successors > self.clusters:
+            raise ConfigError("synthetic.successors must be <= synthetic.clusters")
+        if not 0.0 <= self.p_preferred <= 1.0:
+            raise ConfigError(f"synthetic.p_preferred must lie in [0, 1], got {self.p_preferred}")
+
+
+@dataclass
+class EmbedConfig:
+    method: str = "auto"  # "minilm" (sentence-transformers), "tfidf" (TF-IDF + SVD) or "auto"
+    dim: int = 64  # output dimension of the TF-IDF + SVD fallback
+    batch_size: int = 128
+
+    def validate(self) -> None:
+        if self.method not in ("auto", "minilm", "tfidf"):
+            raise ConfigError(f"embed.method must be auto, minilm or tfidf, got {self.method!r}")
+        _positive("embed.dim", self.dim)
+        _positive("embed.batch_size", self.batch_size)
+
+
+@dataclass
+class Config:
+    profile: str = "quick"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+
+    def validate(self) -> Config:
+        if self.profile not in PROFILES:
+            raise ConfigError(f"profile: unknown profile {self.profile!r}; choose one of {PROFILES}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        for section in self.sections():
+            getattr(self, section).validate()
+        return self
+
+    @staticmethod
+    def sections() -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(Config)
+                     if f.default_factory is not dataclasses.MISSING)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            from glasskit.io import write_text
+
+            write_text(path, text)
+        return text
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a mapping, got {type(d).__name__}")
+        cfg = cls()
+        _apply(cfg, d, prefix="")
+        return cfg.validate()
+
+    def hash(self, *sections: str) -> str:
+        """Stable 16-hex-digit hash of the named sections (all of them when none are named)."""
+        d = self.to_dict()
+        keys = sections or tuple(sorted(d))
+        for k in keys:
+            if k not in d:
+                raise ConfigError(f"config has no section {k!r}")
+        payload = json.dumps({k: d[k] for k in keys}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def replace(self, **overrides: Any) -> Config:
+        """A copy with dotted overrides applied, e.g. ``replace(**{"data.short_len": 20})``."""
+        cfg = copy.deepcopy(self)
+        for key, value in overrides.items():
+            _set(cfg, key, value)
+        return cfg.validate()
+
+
+def _positive(name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        need = "a non-negative" if allow_zero else "a positive"
+        raise ConfigError(f"{name} must be {need} integer, got {value!r}")
+
+
+def _apply(obj: Any, d: dict[str, Any], prefix: str) -> None:
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in d.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key {prefix + key!r}; known: {sorted(names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {prefix + key!r} must be a mapping")
+            _apply(current, value, prefix=f"{prefix}{key}.")
+        else:
+            setattr(obj, key, value)
+
+
+def _set(cfg: Config, dotted: str, value: Any) -> None:
+    *path, leaf = dotted.split(".")
+    obj: Any = cfg
+    for part in path:
+        if not hasattr(obj, part) or not dataclasses.is_dataclass(getattr(obj, part)):
+            raise ConfigError(f"unknown config section {part!r} in {dotted!r}")
+        obj = getattr(obj, part)
+    if leaf not in {f.name for f in dataclasses.fields(obj)}:
+        raise ConfigError(f"unknown config key {dotted!r}")
+    setattr(obj, leaf, value)
+
+
+def profile(name: str = "quick", **overrides: Any) -> Config:
+    """A named profile with dotted overrides.
+
+    - ``smoke``: tiny synthetic data, seconds; what the tests run.
+    - ``quick``: the default dataset (ml-100k), minutes on 2 CPU cores; the main job.
+    - ``paper``: GLASS Table 2 settings (short window 50, long history up to 1000); for a GPU.
+    """
+    if name == "smoke":
+        cfg = Config(profile="smoke")
+        cfg.data = DataConfig(dataset="synthetic", short_len=10, long_max=200,
+                              train_targets_per_user=20)
+        cfg.synthetic = SyntheticConfig(users=64, items=256, clusters=8, fine_per_cluster=4,
+                                        min_len=20, max_len=160, dim=16)
+        cfg.embed = EmbedConfig(method="tfidf", dim=16)
+    elif name == "quick":
+        cfg = Config(profile="quick")
+        # ml-100k users have 20..737 ratings (median 65): a 20-item window leaves most of them a
+        # long-term history to search.
+        cfg.data = DataConfig(dataset="ml-100k", short_len=20, long_max=500)
+    elif name == "paper":
+        cfg = Config(profile="paper")
+        cfg.data = DataConfig(dataset="ml-100k", short_len=50, long_max=1000)
+        cfg.embed = EmbedConfig(method="minilm")
+    else:
+        raise ConfigError(f"profile: unknown profile {name!r}; choose one of {PROFILES}")
+    return cfg.replace(**overrides) if overrides else cfg.validate()
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        d = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    return Config.from_dict(d or {})

@@ -1,0 +1,64 @@
+import subprocess
+import sys
+
+import pytest
+
+import glasskit as gk
+from glasskit.config import Config, load_config
+from glasskit.errors import ConfigError
+
+
+def test_profiles_valid_and_distinct():
+    cfgs = {p: gk.profile(p) for p in ("smoke", "quick", "paper")}
+    assert cfgs["smoke"].data.dataset == "synthetic"
+    assert cfgs["quick"].data.dataset == "ml-100k"
+    assert cfgs["paper"].data.short_len == 50
+    assert len({c.hash() for c in cfgs.values()}) == 3
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = gk.profile("quick", **{"data.short_len": 7, "seed": 3})
+    cfg.to_yaml(tmp_path / "c.yaml")
+    back = load_config(tmp_path / "c.yaml")
+    assert back == cfg and back.hash() == cfg.hash()
+
+
+def test_hash_is_stable_across_processes():
+    code = "import glasskit as gk; print(gk.profile('quick').hash(), gk.profile('smoke').hash('data'))"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={"PYTHONHASHSEED": str(s)}).stdout for s in (1, 2)}
+    assert len(outs) == 1
+    assert outs.pop().split() == [gk.profile("quick").hash(), gk.profile("smoke").hash("data")]
+
+
+def test_section_hash_ignores_other_sections():
+    a = gk.profile("quick")
+    b = a.replace(**{"embed.dim": 32})
+    assert a.hash("data") == b.hash("data") and a.hash() != b.hash()
+    assert a.hash("data") != a.replace(**{"data.short_len": 21}).hash("data")
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"data.short_len": 0}, "data.short_len must be a positive integer"),
+    ({"data.short_len": "50"}, "data.short_len must be a positive integer"),
+    ({"data.dataset": "ml-20m"}, "unknown dataset 'ml-20m'"),
+    ({"data.min_user_interactions": 2}, "min_user_interactions must be >= 3"),
+    ({"embed.method": "bert"}, "embed.method"),
+    ({"data.nope": 1}, "unknown config key 'data.nope'"),
+    ({"seed": -1}, "seed must be a non-negative integer"),
+])
+def test_invalid_values(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        gk.profile("quick", **overrides)
+
+
+def test_invalid_profile_and_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="unknown profile 'fast'"):
+        gk.profile("fast")
+    (tmp_path / "bad.yaml").write_text("data: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="unknown config key 'modle'"):
+        Config.from_dict({"modle": {}})
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")

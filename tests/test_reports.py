@@ -1,0 +1,88 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import nbformat
+import pytest
+from conftest import ROOT
+
+import glasskit as gk
+from glasskit.data import prepare
+from glasskit.notebook import read_records
+from glasskit.reports import NOTEBOOKS, NotebookFailed, build_reports
+
+
+@pytest.mark.slow
+def test_notebook_01_on_smoke_records_its_figures(tmp_path):
+    build_reports({"profile": "smoke", "dataset": "synthetic"}, tmp_path, only=["01"])
+    rec = read_records(tmp_path / "01_data_preparation.ipynb")
+    expected = prepare(gk.profile("smoke")).stats()
+    for key in ("users", "items", "interactions", "length_max", "long_len_mean", "samples"):
+        assert rec[key] == expected[key], key
+    assert rec["leakage_checked_samples"] == sum(expected["samples"].values())
+    html = (tmp_path / "01_data_preparation.html").read_text()
+    assert html.count("plotly-graph-div") >= 4
+    assert "01_data_preparation.html" in (tmp_path / "index.html").read_text()
+
+
+def _notebook(path, source):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("profile = 'quick'")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(source)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+@pytest.mark.slow
+def test_failing_cell_is_named_and_earlier_reports_survive(tmp_path):
+    books, out = tmp_path / "nb", tmp_path / "out"
+    books.mkdir()
+    _notebook(books / "01_fine.ipynb", "from glasskit.notebook import record\nrecord('x', 1)")
+    build_reports({"profile": "smoke"}, out, folder=books)
+    good = (out / "01_fine.ipynb").read_bytes()
+    _notebook(books / "01_fine.ipynb", "raise KeyError('boom')")
+    _notebook(books / "02_bad.ipynb", "1 / 0")
+    with pytest.raises(NotebookFailed, match=r"01_fine.ipynb: cell .* raised KeyError"):
+        build_reports({"profile": "smoke"}, out, folder=books)
+    assert (out / "01_fine.ipynb").read_bytes() == good  # earlier report intact
+    assert (out / "01_fine.failed.ipynb").exists()
+    assert not list(out.glob(".*running*"))
+
+
+@pytest.mark.slow
+def test_wrong_notebook_parameter_gives_a_clear_error(tmp_path):
+    books = tmp_path / "nb"
+    books.mkdir()
+    shutil.copy(NOTEBOOKS / "01_data_preparation.ipynb", books)
+    with pytest.raises(NotebookFailed, match=r"ConfigError: profile: unknown profile 'tiny'"):
+        build_reports({"profile": "tiny"}, tmp_path / "out", folder=books)
+
+
+def test_cli_data_prints_one_json_object():
+    out = subprocess.run([sys.executable, "-m", "glasskit", "data", "--dataset", "synthetic",
+                          "--profile", "smoke"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    stats = json.loads(out.stdout)
+    assert stats == json.loads(json.dumps(prepare(gk.profile("smoke")).stats()))
+
+
+def test_cli_errors_are_clear():
+    bad = subprocess.run([sys.executable, "-m", "glasskit", "data", "--dataset", "ml-latest-small"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "needs data_dir" in bad.stderr and "Traceback" not in bad.stderr
+    unknown = subprocess.run([sys.executable, "-m", "glasskit", "data", "--dataset", "nope"],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert unknown.returncode == 2 and "invalid choice: 'nope'" in unknown.stderr
+    only = subprocess.run([sys.executable, "-m", "glasskit", "reports", "--only", "99"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert only.returncode == 2 and "no notebook numbered ['99']" in only.stderr
+
+
+def test_every_notebook_has_one_parameters_cell():
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        nb = nbformat.read(str(path), as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, path.name
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), path.name
