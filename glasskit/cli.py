@@ -29,6 +29,32 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    from glasskit.pipeline import load, retrieval_lengths
+    from glasskit.tokenize import sid_stats
+
+    extra: dict[str, Any] = {}
+    if args.method:
+        extra["tokenizer.method"] = args.method
+    if args.codebooks:
+        extra["tokenizer.codebooks"] = _int_list(args.codebooks, "--codebooks")
+    cfg = _config(args, **extra)
+    ds, table = load(cfg)
+    stats = sid_stats(table, ds.embeddings())
+    lengths = retrieval_lengths(ds, table.first)
+    stats["retrieved_len_test_mean"] = round(float(lengths.mean()), 3)
+    stats["retrieved_len_test_zero_share"] = round(float((lengths == 0).mean()), 4)
+    print(json.dumps(stats))
+    return 0
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise GlasskitError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+
+
 def cmd_reports(args: argparse.Namespace) -> int:
     from glasskit.reports import build_reports
 
@@ -54,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(d)
     d.add_argument("--seed", type=int, default=None)
     d.set_defaults(func=cmd_data)
+
+    t = sub.add_parser("tokenize", help="build or load the SID table and print its statistics")
+    common(t)
+    t.add_argument("--method", choices=("rqvae", "rqkmeans"), default=None)
+    t.add_argument("--codebooks", default=None, help="sizes per level, e.g. 64,128,128")
+    t.add_argument("--seed", type=int, default=None)
+    t.set_defaults(func=cmd_tokenize)
 
     r = sub.add_parser("reports", help="execute the notebooks into reports/ with papermill")
     common(r)

@@ -94,12 +94,47 @@ class EmbedConfig:
 
 
 @dataclass
+class TokenizerConfig:
+    method: str = "rqvae"  # "rqvae" (TIGER/GLASS) or "rqkmeans" (residual k-means, DualGR/GEMs)
+    codebooks: list[int] = field(default_factory=lambda: [64, 128, 128])  # GLASS Table 2
+    collisions: str = "dedup"  # "dedup": append a level numbering items that share a SID; "keep"
+    balanced: bool = False  # rqkmeans: cap every cluster at ceil(n / K)
+    kmeans_iters: int = 50
+    hidden: list[int] = field(default_factory=lambda: [256, 128])  # rqvae encoder (decoder mirrored)
+    latent: int = 32
+    epochs: int = 300
+    lr: float = 1e-3
+    batch_size: int = 512
+    beta: float = 0.25  # commitment weight
+    neighbours: int = 4  # top-k neighbour codes per first-level code (GLASS §4.3.1)
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if self.method not in ("rqvae", "rqkmeans"):
+            raise ConfigError(f"tokenizer.method must be rqvae or rqkmeans, got {self.method!r}")
+        if not isinstance(self.codebooks, list | tuple) or not self.codebooks:
+            raise ConfigError(f"tokenizer.codebooks must be a list of sizes, got {self.codebooks!r}")
+        for level, k in enumerate(self.codebooks):
+            if not isinstance(k, int) or isinstance(k, bool) or k < 2:
+                raise ConfigError(f"tokenizer.codebooks: size {k!r} at level {level} is below 2")
+        if self.collisions not in ("dedup", "keep"):
+            raise ConfigError(f"tokenizer.collisions must be dedup or keep, got {self.collisions!r}")
+        for name in ("kmeans_iters", "latent", "epochs", "batch_size", "neighbours"):
+            _positive(f"tokenizer.{name}", getattr(self, name))
+        if not (isinstance(self.lr, float | int) and self.lr > 0):
+            raise ConfigError(f"tokenizer.lr must be positive, got {self.lr!r}")
+        if self.device not in ("auto", "cpu", "cuda", "mps"):
+            raise ConfigError(f"tokenizer.device must be auto, cpu, cuda or mps, got {self.device!r}")
+
+
+@dataclass
 class Config:
     profile: str = "quick"
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
     def validate(self) -> Config:
         if self.profile not in PROFILES:
@@ -199,6 +234,8 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
         cfg.synthetic = SyntheticConfig(users=64, items=256, clusters=8, fine_per_cluster=4,
                                         min_len=20, max_len=160, dim=16)
         cfg.embed = EmbedConfig(method="tfidf", dim=16)
+        cfg.tokenizer = TokenizerConfig(codebooks=[8, 8, 8], hidden=[32], latent=8, epochs=150,
+                                        batch_size=256, neighbours=2)
     elif name == "quick":
         cfg = Config(profile="quick")
         # ml-100k users have 20..737 ratings (median 65): a 20-item window leaves most of them a

@@ -10,6 +10,7 @@ from conftest import ROOT
 import glasskit as gk
 from glasskit.data import prepare
 from glasskit.notebook import read_records
+from glasskit.pipeline import load
 from glasskit.reports import NOTEBOOKS, NotebookFailed, build_reports
 
 
@@ -86,3 +87,33 @@ def test_every_notebook_has_one_parameters_cell():
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, path.name
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), path.name
+
+
+@pytest.mark.slow
+def test_notebook_02_on_smoke_records_its_figures(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
+    build_reports({"profile": "smoke", "dataset": "synthetic"}, tmp_path, only=["02"])
+    rec = read_records(tmp_path / "02_tokenization.ipynb")
+    ds, table = load(gk.profile("smoke"))
+    assert rec["items"] == ds.seqs.n_items == rec["unique_full_sids"]
+    assert rec["codebooks"] == gk.profile("smoke").tokenizer.codebooks
+    assert len(rec["utilization"]) == 3 and min(rec["utilization"]) >= 0.75
+    sizes = sorted(rec["resize_mean_lengths"], key=int)
+    means = [rec["resize_mean_lengths"][k] for k in sizes]
+    assert means == sorted(means, reverse=True)  # a smaller first level retrieves more
+    assert (tmp_path / "02_tokenization.html").exists()
+
+
+def test_cli_tokenize_prints_statistics(tmp_path):
+    env = {**__import__("os").environ, "GLASSKIT_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "glasskit", "tokenize", "--dataset", "synthetic",
+                          "--profile", "smoke", "--method", "rqkmeans", "--codebooks", "8,4"],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    stats = json.loads(out.stdout)
+    assert stats["method"] == "rqkmeans" and stats["codebooks"] == [8, 4]
+    assert [u["size"] for u in stats["usage"]] == [8, 4]
+    bad = subprocess.run([sys.executable, "-m", "glasskit", "tokenize", "--profile", "smoke",
+                          "--dataset", "synthetic", "--codebooks", "8,x"],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    assert bad.returncode == 2 and "--codebooks: expected comma-separated integers" in bad.stderr

@@ -7,7 +7,7 @@ The generative process (all draws from one ``numpy`` generator seeded with ``see
    cluster ``c(i)`` and a fine group ``f(i)``.
 2. **Embeddings** (shipped with the data, so tokenizers can recover the structure): a random
    unit centre per cluster, a random unit direction per (cluster, fine group), and
-   ``e_i = normalise(2·centre[c(i)] + direction[c(i), f(i)] + 0.25·noise)``.
+   ``e_i = normalise(2·centre[c(i)] + direction[c(i), f(i)] + 0.1·noise)``.
 3. **Coarse dynamics (the recent-window signal).** Every cluster has ``successors`` fixed
    successor clusters. A user's next event moves to a uniformly chosen successor of the
    current cluster with probability 0.8 and jumps to a uniform cluster otherwise, so the
@@ -48,7 +48,7 @@ def generate(cfg: SyntheticConfig, seed: int = 0) -> RawData:
     centre = _unit(rng.normal(size=(n_c, cfg.dim)))
     direction = _unit(rng.normal(size=(n_c, n_f, cfg.dim)))
     emb = _unit(2.0 * centre[cluster] + direction[cluster, fine]
-                + 0.25 * rng.normal(size=(cfg.items, cfg.dim))).astype(np.float32)
+                + 0.1 * rng.normal(size=(cfg.items, cfg.dim))).astype(np.float32)
 
     succ = np.stack([rng.choice(n_c, size=cfg.successors, replace=False) for _ in range(n_c)])
     preferred = rng.integers(0, n_f, size=(cfg.users, n_c))

@@ -1,0 +1,41 @@
+"""Stages that join data and tokenizers (above both in the import order), cached by config hash."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from glasskit.config import Config
+from glasskit.data import Dataset, prepare, window_bounds
+from glasskit.tokenize import SidTable, load_or_build, same_first_code_counts
+
+
+def tokenizer_key(cfg: Config) -> str:
+    """Everything the SID table depends on: the data, its embeddings, the tokenizer and seed."""
+    return f"{cfg.hash('data', 'synthetic', 'embed', 'tokenizer')}-s{cfg.seed}"
+
+
+def tokenize_dataset(ds: Dataset) -> SidTable:
+    return load_or_build(ds.embeddings(), ds.cfg.tokenizer, ds.cfg.seed, tokenizer_key(ds.cfg))
+
+
+def load(cfg: Config) -> tuple[Dataset, SidTable]:
+    ds = prepare(cfg)
+    return ds, tokenize_dataset(ds)
+
+
+def retrieval_lengths(ds: Dataset, first: np.ndarray, split: str = "test") -> np.ndarray:
+    """Per sample of ``split``: long-history items sharing the target's first code (GLASS §4.3)."""
+    s = ds.splits[split]
+    _, target, ls, le = window_bounds(ds.seqs, s, ds.short_len, ds.long_max)
+    return same_first_code_counts(first, ds.seqs.items, ls, le, ds.seqs.items[target])
+
+
+def resizing_study(ds: Dataset, first_sizes: list[int], split: str = "test") -> dict[int, np.ndarray]:
+    """Retrieved lengths when the first-level codebook is resized (GLASS §4.3.2), the other
+    levels kept: one tokenizer per size (cached), same data and seed."""
+    out = {}
+    for k0 in first_sizes:
+        cfg = ds.cfg.replace(**{"tokenizer.codebooks": [k0, *ds.cfg.tokenizer.codebooks[1:]]})
+        table = load_or_build(ds.embeddings(), cfg.tokenizer, cfg.seed, tokenizer_key(cfg))
+        out[k0] = retrieval_lengths(ds, table.first, split)
+    return out
