@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from glasskit.config import DATASETS, PROFILES, profile
+from glasskit.config import DATASETS, MODELS, PROFILES, profile
 from glasskit.errors import GlasskitError
 
 
@@ -55,6 +55,46 @@ def _int_list(text: str, flag: str) -> list[int]:
         raise GlasskitError(f"{flag}: expected comma-separated integers, got {text!r}") from None
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from glasskit.train import train
+
+    extra: dict[str, Any] = {"model.name": args.model}
+    if args.codebooks:
+        extra["tokenizer.codebooks"] = _int_list(args.codebooks, "--codebooks")
+    if args.device:
+        extra["train.device"] = args.device
+    if args.epochs:
+        extra["train.epochs"] = args.epochs
+    run = train(_config(args, **extra), out=args.out, resume=not args.fresh,
+                progress=not args.quiet)
+    if run is None:  # a non-zero rank of a distributed run: rank 0 reports
+        return 0
+    m = run.metrics()
+    print(json.dumps({"run": str(run.path), "primary": m.get("primary"),
+                      "test": m.get("test", {}).get(m.get("primary", "masked"))}))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from glasskit.runs import Run
+    from glasskit.train import evaluate, load_run_model, primary_ranking
+
+    run = Run(args.run)
+    model, batcher, _, cfg = load_run_model(run, args.device or "auto")
+    if args.beam is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, beam=args.beam))
+        cfg.train.validate()
+    primary = primary_ranking(batcher.ds)
+    out = {"run": str(run.path), "split": args.split, "beam": cfg.train.beam, "primary": primary}
+    for ranking in ("masked", "unmasked"):
+        out[ranking] = evaluate(model, batcher, args.split, cfg, masked=ranking == "masked",
+                                full=ranking == primary)
+    print(json.dumps(out))
+    return 0
+
+
 def cmd_reports(args: argparse.Namespace) -> int:
     from glasskit.reports import build_reports
 
@@ -87,6 +127,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--codebooks", default=None, help="sizes per level, e.g. 64,128,128")
     t.add_argument("--seed", type=int, default=None)
     t.set_defaults(func=cmd_tokenize)
+
+    tr = sub.add_parser("train", help="train a model and write a run (config, checkpoints, metrics)")
+    common(tr)
+    tr.add_argument("--model", default="tiger", choices=MODELS)
+    tr.add_argument("--codebooks", default=None)
+    tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("--device", default=None, choices=("auto", "cpu", "cuda", "mps"))
+    tr.add_argument("--epochs", type=int, default=None)
+    tr.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>-<hash>)")
+    tr.add_argument("--fresh", action="store_true", help="start over instead of resuming")
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a run's best checkpoint")
+    ev.add_argument("--run", required=True)
+    ev.add_argument("--split", default="test", choices=("valid", "test"))
+    ev.add_argument("--beam", type=int, default=None)
+    ev.add_argument("--device", default=None, choices=("auto", "cpu", "cuda", "mps"))
+    ev.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("reports", help="execute the notebooks into reports/ with papermill")
     common(r)

@@ -21,6 +21,7 @@ from glasskit.errors import ConfigError
 
 DATASETS = ("ml-100k", "ml-latest-small", "ml-1m", "kuairec", "csv", "synthetic")
 PROFILES = ("smoke", "quick", "paper")
+MODELS = ("tiger", "glass")
 
 
 @dataclass
@@ -128,6 +129,57 @@ class TokenizerConfig:
 
 
 @dataclass
+class ModelConfig:
+    name: str = "tiger"  # tiger | glass
+    d_model: int = 96  # GLASS Table 2: embedding 96, 8 heads, key/value width 32
+    heads: int = 8
+    head_dim: int = 32
+    ff: int = 256
+    enc_layers: int = 2
+    dec_layers: int = 2
+    dropout: float = 0.1
+
+    def validate(self) -> None:
+        if self.name not in MODELS:
+            raise ConfigError(f"model.name: unknown model {self.name!r}; choose one of {MODELS}")
+        for name in ("d_model", "heads", "head_dim", "ff", "enc_layers", "dec_layers"):
+            _positive(f"model.{name}", getattr(self, name))
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must lie in [0, 1), got {self.dropout!r}")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    patience: int = 5  # epochs without a better validation NDCG@10 (GLASS Table 2: 50)
+    beam: int = 20  # >= the largest K
+    ks: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 20])  # GLASS Table 3
+    eval_batch_size: int = 256
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+    amp: str = "auto"  # auto: bf16 autocast on CUDA only; "bf16": also on CPU; "off"
+    threads: int = 0  # CPU threads for torch (0: leave torch's default)
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "warmup_steps", "patience", "beam", "eval_batch_size"):
+            _positive(f"train.{name}", getattr(self, name))
+        if not (isinstance(self.lr, float | int) and self.lr > 0):
+            raise ConfigError(f"train.lr must be positive, got {self.lr!r}")
+        if not self.ks or any(not isinstance(k, int) or k < 1 for k in self.ks):
+            raise ConfigError(f"train.ks must be positive integers, got {self.ks!r}")
+        if self.beam < max(self.ks):
+            raise ConfigError(f"train.beam ({self.beam}) must be >= the largest K ({max(self.ks)})")
+        if self.device not in ("auto", "cpu", "cuda", "mps"):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or mps, got {self.device!r}")
+        if self.amp not in ("auto", "bf16", "off"):
+            raise ConfigError(f"train.amp must be auto, bf16 or off, got {self.amp!r}")
+
+
+@dataclass
 class Config:
     profile: str = "quick"
     seed: int = 0
@@ -135,6 +187,8 @@ class Config:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> Config:
         if self.profile not in PROFILES:
@@ -236,15 +290,23 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
         cfg.embed = EmbedConfig(method="tfidf", dim=16)
         cfg.tokenizer = TokenizerConfig(codebooks=[8, 8, 8], hidden=[32], latent=8, epochs=150,
                                         batch_size=256, neighbours=2)
+        cfg.model = ModelConfig(d_model=32, heads=2, head_dim=16, ff=64, enc_layers=1,
+                                dec_layers=1)
+        cfg.train = TrainConfig(epochs=3, batch_size=128, warmup_steps=10, patience=2)
     elif name == "quick":
         cfg = Config(profile="quick")
         # ml-100k users have 20..737 ratings (median 65): a 20-item window leaves most of them a
         # long-term history to search.
-        cfg.data = DataConfig(dataset="ml-100k", short_len=20, long_max=500)
+        cfg.data = DataConfig(dataset="ml-100k", short_len=20, long_max=500,
+                              train_targets_per_user=20)
+        # sized for 2 CPU cores: ~19k training samples, a few minutes per model
+        cfg.model = ModelConfig(d_model=64, heads=4, head_dim=16, ff=128)
+        cfg.train = TrainConfig(epochs=8, patience=3, warmup_steps=50)
     elif name == "paper":
         cfg = Config(profile="paper")
         cfg.data = DataConfig(dataset="ml-100k", short_len=50, long_max=1000)
         cfg.embed = EmbedConfig(method="minilm")
+        cfg.train = TrainConfig(epochs=500, lr=1e-4, patience=50, warmup_steps=1000)
     else:
         raise ConfigError(f"profile: unknown profile {name!r}; choose one of {PROFILES}")
     return cfg.replace(**overrides) if overrides else cfg.validate()

@@ -61,7 +61,7 @@ def create_run(cfg: Config, kind: str, name: str | None = None,
     """Create ``root/name`` (default ``{kind}-{dataset}-{hash}-s{seed}``) holding the config."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    name = name or f"{kind}-{cfg.data.dataset}-{cfg.hash()[:8]}-s{cfg.seed}"
+    name = name or run_name(cfg, kind)
     final = root / name
     if final.exists() and not overwrite:
         raise GlasskitError(f"{final}: run exists (pass overwrite=True to replace it)")
@@ -82,6 +82,10 @@ def create_run(cfg: Config, kind: str, name: str | None = None,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Run(final)
+
+
+def run_name(cfg: Config, kind: str) -> str:
+    return f"{kind}-{cfg.data.dataset}-{cfg.hash()[:8]}-s{cfg.seed}"
 
 
 def list_runs(root: str | Path = RUNS_ROOT) -> pd.DataFrame:

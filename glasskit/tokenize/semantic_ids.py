@@ -124,8 +124,9 @@ class PrefixIndex:
             self.keys.append(uniq)
             self.masks.append(mask)
         full = self.key(c)
-        order = torch.argsort(full, stable=True)
+        order = torch.argsort(full, stable=True)  # items sharing a SID stay in item order
         self.full_keys, self.full_items = full[order], order
+        self.max_group = int(torch.unique(full, return_counts=True)[1].max())
         self.to(self.device)
 
     def to(self, device: str | torch.device) -> PrefixIndex:
@@ -155,6 +156,17 @@ class PrefixIndex:
         row = torch.searchsorted(keys, q).clamp_max(len(keys) - 1)
         found = keys[row] == q
         return self.masks[level][row] & found[:, None]
+
+    def expand(self, codes: torch.Tensor) -> torch.Tensor:
+        """Full SIDs (..., L) -> (..., max_group) items holding each (item order), -1 padded."""
+        shape = codes.shape[:-1]
+        q = self.key(codes.reshape(-1, codes.shape[-1]))
+        left = torch.searchsorted(self.full_keys, q)
+        right = torch.searchsorted(self.full_keys, q, right=True)
+        pos = left[:, None] + torch.arange(self.max_group, device=q.device)
+        ok = pos < right[:, None]
+        items = torch.where(ok, self.full_items[pos.clamp_max(len(self.full_items) - 1)], -1)
+        return items.reshape(*shape, self.max_group)
 
     def items(self, codes: torch.Tensor) -> torch.Tensor:
         """Full SIDs (B, L) -> the first item (in item order) holding each, or -1."""

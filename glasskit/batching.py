@@ -1,0 +1,102 @@
+"""Tensors for the models: samples (from data) joined with semantic IDs (from tokenize).
+
+A batch is a dict of tensors:
+    short   (B, S, L)  SID codes of the short-term window, -1 = padding (most recent item last)
+    target  (B, L)     SID codes of the target item
+    target_item (B,)   the target's item index
+    user    (B,)       user index
+and, for models that read the long-term history (``long=True``):
+    long_codes (B, H, L)  SID codes of the long-term history sorted by (first code, recency:
+                          most recent first), -1 padded; H = the longest history in the batch
+    long_offsets (B, K0+1)  where each first code's run starts in long_codes
+so that retrieving "the long-history items sharing first code a" is the slice
+``long_codes[b, long_offsets[b, a]:long_offsets[b, a+1]]`` (GLASS §4.2, DualGR eq. 8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from glasskit.data import PAD, Dataset, Samples, short_windows, window_bounds
+from glasskit.tokenize import SidTable
+
+
+class Batcher:
+    def __init__(self, ds: Dataset, table: SidTable, device: torch.device | str = "cpu",
+                 long: bool = False):
+        if table.n_items != ds.seqs.n_items:
+            raise ValueError(f"SID table has {table.n_items} items, the dataset {ds.seqs.n_items}")
+        self.ds, self.table, self.device, self.long = ds, table, torch.device(device), long
+        self.codes = np.concatenate([table.codes, np.full((1, table.levels), -1)])  # row -1 = pad
+        self.first = table.first
+
+    def samples(self, split: str, idx: np.ndarray | None = None) -> Samples:
+        s = self.ds.splits[split]
+        return s if idx is None else Samples(s.user[idx], s.t[idx])
+
+    def batch(self, split: str, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        s = self.samples(split, idx)
+        seqs = self.ds.seqs
+        window = short_windows(seqs, s, self.ds.short_len)  # (B, S), PAD = -1
+        target_item = seqs.items[seqs.offsets[s.user] + s.t]
+        out = {
+            "short": self.codes[window],  # PAD indexes the padding row
+            "target": self.table.codes[target_item],
+            "target_item": target_item,
+            "user": s.user,
+        }
+        if self.long:
+            out.update(self._long(s))
+        return {k: self._to(torch.as_tensor(np.ascontiguousarray(v))) for k, v in out.items()}
+
+    def _long(self, s: Samples) -> dict[str, np.ndarray]:
+        seqs, k0 = self.ds.seqs, self.table.sizes[0]
+        _, _, ls, le = window_bounds(seqs, s, self.ds.short_len, self.ds.long_max)
+        lengths = le - ls
+        H = max(1, int(lengths.max()))
+        B = len(ls)
+        pos = ls[:, None] + np.arange(H)[None, :]
+        valid = pos < le[:, None]
+        items = np.where(valid, seqs.items[np.where(valid, pos, 0)], PAD)
+        first = np.where(valid, self.first[np.where(valid, items, 0)], k0)  # pad sorts last
+        recency = -np.where(valid, pos, 0)  # most recent first within a code
+        order = np.lexsort((recency, first), axis=1)
+        items = np.take_along_axis(items, order, 1)
+        first_sorted = np.take_along_axis(first, order, 1)
+        counts = np.zeros((B, k0 + 1), dtype=np.int64)
+        np.add.at(counts, (np.repeat(np.arange(B), H), first_sorted.ravel()), 1)
+        offsets = np.concatenate([np.zeros((B, 1), np.int64), np.cumsum(counts[:, :k0], 1)], 1)
+        return {"long_codes": self.codes[items], "long_offsets": offsets}
+
+    def seen(self, split: str, idx: np.ndarray) -> torch.Tensor:
+        """(B, n_items) True for items the user interacted with before the target."""
+        s = self.samples(split, idx)
+        seqs = self.ds.seqs
+        starts = seqs.offsets[s.user]
+        lengths = s.t
+        rows = np.repeat(np.arange(len(s)), lengths)
+        pos = np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(
+            np.cumsum(lengths) - lengths, lengths))
+        mask = torch.zeros(len(s), seqs.n_items, dtype=torch.bool)
+        mask[torch.as_tensor(rows), torch.as_tensor(seqs.items[pos])] = True
+        return self._to(mask)
+
+    def iterate(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
+                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[np.ndarray, dict]]:
+        """Yield ``(sample indices, batch)``; shuffled by ``seed`` (e.g. seed + epoch) and sharded
+        as ``(rank, world)`` for distributed training."""
+        n = len(self.ds.splits[split])
+        order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+        rank, world = shard
+        order = order[rank::world]
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            yield idx, self.batch(split, idx)
+
+    def _to(self, t: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)

@@ -1,0 +1,281 @@
+"""One training loop for every model: device choice, bf16 autocast, AdamW with warm-up and
+cosine decay, gradient clipping, early stopping on validation NDCG@10, best and last
+checkpoints, resume after an interruption, per-epoch metrics in the run store, and multi-GPU
+(or multi-process CPU) training through ``torchrun`` + DistributedDataParallel.
+
+Every epoch reseeds torch with ``seed * 1000 + epoch`` and shuffles with the same number, so an
+interrupted run resumed from its last checkpoint ends with the metrics an uninterrupted run
+would have had.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from glasskit.batching import Batcher
+from glasskit.config import Config
+from glasskit.data import Dataset
+from glasskit.decode import beam_search
+from glasskit.device import resolve_device
+from glasskit.errors import GlasskitError
+from glasskit.io import atomic_write
+from glasskit.metrics import (
+    crp,
+    hierarchical_recall,
+    inference_precision,
+    level_accuracy,
+    ranking_metrics,
+)
+from glasskit.models import build_model
+from glasskit.models.tiger import sid_loss
+from glasskit.pipeline import load
+from glasskit.runs import RUNS_ROOT, Run, create_run, run_name
+from glasskit.tokenize import SidTable
+
+
+class Interrupted(Exception):
+    """Raised by ``stop_after`` to simulate an interruption (tests)."""
+
+
+def autocast(device: torch.device, amp: str):
+    use = amp == "bf16" or (amp == "auto" and device.type == "cuda")
+    if not use:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def primary_ranking(ds: Dataset) -> str:
+    """History-masked when users never repeat an item (MovieLens), unmasked otherwise."""
+    seqs = ds.seqs
+    users = np.repeat(np.arange(seqs.n_users), seqs.lengths)
+    pairs = np.unique(users.astype(np.int64) * seqs.n_items + seqs.items)
+    return "masked" if len(pairs) == len(seqs.items) else "unmasked"
+
+
+@torch.no_grad()
+def evaluate(model, batcher: Batcher, split: str, cfg: Config, masked: bool,
+             full: bool = False, limit: int | None = None) -> dict[str, Any]:
+    """Rank the catalogue with constrained beam search for every sample of ``split``.
+    ``full`` adds acc_i, P_i, CRP and hierarchical recall."""
+    was_training = model.training
+    model.eval()
+    t = cfg.train
+    device = batcher.device
+    index = batcher.table.index(device)
+    n = len(batcher.ds.splits[split]) if limit is None else limit
+    ranked, targets, beams, greedy, argmax, gold = [], [], [], [], [], []
+    for start in range(0, n, t.eval_batch_size):
+        idx = np.arange(start, min(n, start + t.eval_batch_size))
+        batch = batcher.batch(split, idx)
+        seen = batcher.seen(split, idx) if masked else None
+        with autocast(device, t.amp):
+            res = beam_search(model, batch, index, t.beam, max(t.ks), seen=seen)
+        ranked.append(res.items.cpu().numpy())
+        targets.append(batch["target_item"].cpu().numpy())
+        if full:
+            beams.append([b.cpu().numpy() for b in res.trace])
+            with autocast(device, t.amp):
+                g = beam_search(model, batch, index, 1, 1)
+                logits = model(batch)
+            greedy.append(g.trace[-1][:, 0].cpu().numpy())
+            argmax.append(torch.stack([lg.argmax(-1) for lg in logits], 1).cpu().numpy())
+            gold.append(batch["target"].cpu().numpy())
+    out: dict[str, Any] = ranking_metrics(np.concatenate(ranked), np.concatenate(targets),
+                                          tuple(t.ks))
+    if full:
+        trace = [np.concatenate([b[d] for b in beams]) for d in range(len(beams[0]))]
+        gold_codes = np.concatenate(gold)
+        out["acc"] = level_accuracy(np.concatenate(argmax), gold_codes)
+        out["precision"] = inference_precision(np.concatenate(greedy), gold_codes)
+        c = crp(trace, gold_codes)
+        out["crp"], out["crp_eligible"], out["crp_hit"] = c["crp"], c["eligible"], c["hit"]
+        out["hrecall"] = hierarchical_recall(trace, gold_codes)
+    model.train(was_training)
+    return out
+
+
+def _schedule(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _save(path: Path, obj: dict) -> None:
+    atomic_write(path, lambda p: torch.save(obj, p))
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
+          progress: bool = True, stop_after: int | None = None) -> Run | None:
+    """Train ``cfg.model`` and evaluate it; returns the run (config, checkpoints, metrics), or
+    None on the non-zero ranks of a distributed run."""
+    cfg.validate()
+    rank, world, local_rank = _dist_info()
+    device = resolve_device(cfg.train.device)
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    ds, table = load(cfg)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, table.sizes).to(device)
+    batcher = Batcher(ds, table, device, long=getattr(model, "needs_long", False))
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
+                            weight_decay=cfg.train.weight_decay)
+    n_train = len(ds.splits["train"]) // world
+    steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
+    total = steps_per_epoch * cfg.train.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: _schedule(s, cfg.train.warmup_steps, total))
+
+    run = _open_run(cfg, out, resume, rank)
+    masked = primary_ranking(ds) == "masked"
+    state = {"epoch": 0, "best": -1.0, "bad": 0, "history": [], "seconds": 0.0}
+    last = run.path / "last.pt" if run else None
+    if world > 1:
+        path_box = [str(run.path) if run else None]
+        dist.broadcast_object_list(path_box, src=0)
+        last = Path(path_box[0]) / "last.pt"
+    if resume and last is not None and last.is_file():
+        ckpt = load_checkpoint(last, cfg, device)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        sched.load_state_dict(ckpt["sched"])
+        state = ckpt["state"]
+
+    while state["epoch"] < cfg.train.epochs and state["bad"] < cfg.train.patience:
+        epoch = state["epoch"]
+        torch.manual_seed(cfg.seed * 1000 + epoch)
+        net.train()
+        t0 = time.time()
+        usable = n_train * world
+        batches = batcher.iterate("train", cfg.train.batch_size, shuffle=True,
+                                  seed=cfg.seed * 1000 + epoch, shard=(rank, world))
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                   disable=not progress or rank != 0, leave=False)
+        total_loss, seen_samples = 0.0, 0
+        for step, (idx, batch) in enumerate(bar):
+            if step >= steps_per_epoch or seen_samples >= usable:
+                break
+            with autocast(device, cfg.train.amp):
+                loss = sid_loss(net(batch), batch["target"])  # through DDP's forward when wrapped
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            opt.step()
+            sched.step()
+            total_loss += float(loss.detach()) * len(idx)
+            seen_samples += len(idx)
+            bar.set_postfix(loss=f"{total_loss / seen_samples:.3f}")
+        state["seconds"] += time.time() - t0
+        record = {"epoch": epoch + 1, "loss": total_loss / max(1, seen_samples),
+                  "lr": sched.get_last_lr()[0], "train_seconds": time.time() - t0}
+        if rank == 0:
+            valid = evaluate(model, batcher, "valid", cfg, masked)
+            record.update({f"valid_{k}": v for k, v in valid.items()})
+            state["history"].append(record)
+            score = valid["ndcg@10"]
+            state["epoch"] = epoch + 1
+            if score > state["best"]:
+                state["best"], state["bad"] = score, 0
+                _save(run.path / "best.pt", checkpoint(model, opt, sched, state, cfg))
+            else:
+                state["bad"] += 1
+            _save(run.path / "last.pt", checkpoint(model, opt, sched, state, cfg))
+            run.log_metrics(history=state["history"], epochs_run=state["epoch"])
+            if progress:
+                print(f"epoch {epoch + 1}: loss {record['loss']:.4f} valid ndcg@10 {score:.4f} "
+                      f"hit@10 {valid['hit@10']:.4f} ({record['train_seconds']:.1f}s)", flush=True)
+        else:
+            state["epoch"] = epoch + 1
+        if world > 1:
+            box = [state["bad"]]
+            dist.broadcast_object_list(box, src=0)
+            state["bad"] = box[0]
+        if stop_after is not None and state["epoch"] >= stop_after:
+            raise Interrupted(f"stopped after epoch {state['epoch']}")
+
+    if rank == 0:
+        final = load_checkpoint(run.path / "best.pt", cfg, device)
+        model.load_state_dict(final["model"])
+        metrics = final_metrics(model, batcher, cfg, ds)
+        run.log_metrics(**metrics, train_seconds=state["seconds"], world_size=world,
+                        device=str(device), best_epoch=final["state"]["epoch"] - final["state"]["bad"])
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return run
+
+
+def final_metrics(model, batcher: Batcher, cfg: Config, ds: Dataset) -> dict[str, Any]:
+    primary = primary_ranking(ds)
+    out: dict[str, Any] = {"primary": primary}
+    for split in ("valid", "test"):
+        out[split] = {
+            "masked": evaluate(model, batcher, split, cfg, masked=True, full=primary == "masked"),
+            "unmasked": evaluate(model, batcher, split, cfg, masked=False,
+                                 full=primary == "unmasked"),
+        }
+    return out
+
+
+def checkpoint(model, opt, sched, state: dict, cfg: Config) -> dict:
+    return {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+            "state": {**state, "history": list(state["history"])}, "config_hash": cfg.hash(),
+            "model_name": cfg.model.name}
+
+
+def load_checkpoint(path: Path, cfg: Config, device: torch.device) -> dict:
+    if not path.is_file():
+        raise GlasskitError(f"{path}: checkpoint not found")
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    if ckpt.get("config_hash") != cfg.hash():
+        raise GlasskitError(f"{path}: checkpoint was written for another config "
+                            f"(hash {ckpt.get('config_hash')}, this config {cfg.hash()})")
+    return ckpt
+
+
+def _open_run(cfg: Config, out: str | Path | None, resume: bool, rank: int) -> Run | None:
+    """The run directory: resumed when it holds this config's run, else created (replaced)."""
+    if rank != 0:
+        return None
+    path = Path(out) if out else RUNS_ROOT / run_name(cfg, cfg.model.name)
+    if (path / "run.json").is_file():
+        run = Run(path)
+        if run.info["config_hash"] != cfg.hash():
+            raise GlasskitError(f"{path}: holds a run of another config; choose another --out")
+        if resume:
+            return run
+    return create_run(cfg, cfg.model.name, name=path.name, root=path.parent, overwrite=True)
+
+
+def load_run_model(run: Run, device: str = "auto") -> tuple[Any, Batcher, SidTable, Config]:
+    """The best model of a finished run, with its batcher and SID table."""
+    cfg = run.config
+    dev = resolve_device(device)
+    ds, table = load(cfg)
+    model = build_model(cfg, table.sizes).to(dev)
+    model.load_state_dict(load_checkpoint(run.path / "best.pt", cfg, dev)["model"])
+    model.eval()
+    return model, Batcher(ds, table, dev, long=getattr(model, "needs_long", False)), table, cfg
