@@ -22,14 +22,17 @@ import torch
 
 from glasskit.data import PAD, Dataset, Samples, short_windows, window_bounds
 from glasskit.tokenize import SidTable
+from glasskit.tokenize.sid_tier import sid_tier_counts
 
 
 class Batcher:
     def __init__(self, ds: Dataset, table: SidTable, device: torch.device | str = "cpu",
-                 long: bool = False):
+                 long: bool = False, tier: tuple[np.ndarray, int] | None = None):
+        """``tier = (item × prototype cosine table, N)`` adds SID-Tier counts ``tier`` (B, K0, N)."""
         if table.n_items != ds.seqs.n_items:
             raise ValueError(f"SID table has {table.n_items} items, the dataset {ds.seqs.n_items}")
         self.ds, self.table, self.device, self.long = ds, table, torch.device(device), long
+        self.tier = tier
         self.codes = np.concatenate([table.codes, np.full((1, table.levels), -1)])  # row -1 = pad
         self.first = table.first
 
@@ -50,6 +53,9 @@ class Batcher:
         }
         if self.long:
             out.update(self._long(s))
+        if self.tier is not None:
+            _, _, ls, le = window_bounds(seqs, s, self.ds.short_len, self.ds.long_max)
+            out["tier"] = sid_tier_counts(self.tier[0], seqs.items, ls, le, self.tier[1])
         return {k: self._to(torch.as_tensor(np.ascontiguousarray(v))) for k, v in out.items()}
 
     def _long(self, s: Samples) -> dict[str, np.ndarray]:

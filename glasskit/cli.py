@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from glasskit.config import DATASETS, MODELS, PROFILES, profile
+from glasskit.config import DATASETS, MODELS, PROFILES, VARIANTS, apply_variant, profile
 from glasskit.errors import GlasskitError
 
 
@@ -65,8 +65,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra["train.device"] = args.device
     if args.epochs:
         extra["train.epochs"] = args.epochs
-    run = train(_config(args, **extra), out=args.out, resume=not args.fresh,
-                progress=not args.quiet)
+    cfg = _config(args, **extra)
+    if args.variant:
+        if args.model != "glass":
+            raise GlasskitError("--variant applies to --model glass")
+        cfg = apply_variant(cfg, args.variant)
+    run = train(cfg, out=args.out, resume=not args.fresh, progress=not args.quiet)
     if run is None:  # a non-zero rank of a distributed run: rank 0 reports
         return 0
     m = run.metrics()
@@ -131,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a model and write a run (config, checkpoints, metrics)")
     common(tr)
     tr.add_argument("--model", default="tiger", choices=MODELS)
+    tr.add_argument("--variant", default=None, choices=sorted(VARIANTS),
+                    help="GLASS ablation row (glass only)")
     tr.add_argument("--codebooks", default=None)
     tr.add_argument("--seed", type=int, default=None)
     tr.add_argument("--device", default=None, choices=("auto", "cpu", "cuda", "mps"))

@@ -138,8 +138,30 @@ class ModelConfig:
     enc_layers: int = 2
     dec_layers: int = 2
     dropout: float = 0.1
+    # GLASS (§4); with every switch off GLASS is TIGER
+    variant: str | None = None  # label of the ablation row (see VARIANTS)
+    sid_tier: bool = True  # §4.1: K0 × N tier counts -> MLP -> one encoder token
+    tiers: int = 10  # N equal-width tiers over [-1, 1]
+    tier_scale: str = "log1p"  # "log1p" or "raw" counts into the MLP
+    tier_hidden: int = 20  # GLASS Table 2: SIDTier MLP dimension
+    hard_search: bool = True  # §4.2: retrieval cross-attention + gate after the first step
+    retrieve_max: int = 64  # most recent retrieved items kept
+    gate: str = "learned"  # "learned" (eq. 12) or "fixed" (g = 0.5, §5.4)
+    neighbours: bool = False  # §4.3.1: merge the top-k neighbour codes' items when few
+    neighbour_k: int = 4
+    tau: int = 8  # neighbour augmentation triggers below tau retrieved items
 
     def validate(self) -> None:
+        if self.variant is not None and self.variant not in VARIANTS:
+            raise ConfigError(f"model.variant: unknown variant {self.variant!r}; "
+                              f"choose one of {sorted(VARIANTS)}")
+        if self.tier_scale not in ("log1p", "raw"):
+            raise ConfigError(f"model.tier_scale must be log1p or raw, got {self.tier_scale!r}")
+        if self.gate not in ("learned", "fixed"):
+            raise ConfigError(f"model.gate must be learned or fixed, got {self.gate!r}")
+        for name in ("tiers", "tier_hidden", "retrieve_max", "neighbour_k"):
+            _positive(f"model.{name}", getattr(self, name))
+        _positive("model.tau", self.tau, allow_zero=True)
         if self.name not in MODELS:
             raise ConfigError(f"model.name: unknown model {self.name!r}; choose one of {MODELS}")
         for name in ("d_model", "heads", "head_dim", "ff", "enc_layers", "dec_layers"):
@@ -310,6 +332,35 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
     else:
         raise ConfigError(f"profile: unknown profile {name!r}; choose one of {PROFILES}")
     return cfg.replace(**overrides) if overrides else cfg.validate()
+
+
+# GLASS ablation rows (§5.3-5.4): switches applied on top of a profile by apply_variant.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "tiger": {"model.sid_tier": False, "model.hard_search": False, "model.neighbours": False},
+    "sidtier": {"model.sid_tier": True, "model.hard_search": False, "model.neighbours": False},
+    "sidtier+shs": {"model.sid_tier": True, "model.hard_search": True, "model.neighbours": False},
+    "sidtier+shs+cr": {"model.sid_tier": True, "model.hard_search": True,
+                       "model.neighbours": False, "resize": 4},
+    "sidtier+shs+cr+sn": {"model.sid_tier": True, "model.hard_search": True,
+                          "model.neighbours": True, "resize": 4},
+    "fixed-gate": {"model.sid_tier": True, "model.hard_search": True, "model.neighbours": False,
+                   "model.gate": "fixed"},
+}
+
+
+def apply_variant(cfg: Config, variant: str) -> Config:
+    """GLASS with the switches of an ablation row; ``cr`` divides the first-level codebook by 4
+    (codebook resizing, §4.3.2)."""
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown GLASS variant {variant!r}; choose one of {sorted(VARIANTS)}")
+    if cfg.model.variant == variant:
+        return cfg
+    switches = dict(VARIANTS[variant])
+    resize = switches.pop("resize", None)
+    if resize:
+        books = list(cfg.tokenizer.codebooks)
+        switches["tokenizer.codebooks"] = [max(2, books[0] // resize), *books[1:]]
+    return cfg.replace(**{"model.name": "glass", "model.variant": variant, **switches})
 
 
 def load_config(path: str | Path) -> Config:

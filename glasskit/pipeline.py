@@ -39,3 +39,27 @@ def resizing_study(ds: Dataset, first_sizes: list[int], split: str = "test") -> 
         table = load_or_build(ds.embeddings(), cfg.tokenizer, cfg.seed, tokenizer_key(cfg))
         out[k0] = retrieval_lengths(ds, table.first, split)
     return out
+
+
+def model_and_batcher(cfg: Config, ds: Dataset, table: SidTable, device):
+    """Build ``cfg.model`` with the inputs it needs (GLASS: the item × prototype cosine table
+    for SID-Tier, neighbour codes) and a batcher that produces them."""
+    import torch
+
+    from glasskit.batching import Batcher
+    from glasskit.models import build_model
+    from glasskit.tokenize import cosine_table, neighbour_codes, prototypes
+
+    m = cfg.model
+    extras, tier = {}, None
+    if m.name == "glass":
+        if m.sid_tier:
+            emb = ds.embeddings()
+            protos = prototypes(emb, table.first, table.sizes[0])
+            tier = (cosine_table(emb, protos), m.tiers)
+        if m.neighbours:
+            k = min(m.neighbour_k, table.sizes[0] - 1)
+            extras["neighbours"] = torch.as_tensor(neighbour_codes(table.codebooks[0], k))
+    model = build_model(cfg, table.sizes, extras).to(device)
+    batcher = Batcher(ds, table, device, long=getattr(model, "needs_long", False), tier=tier)
+    return model, batcher

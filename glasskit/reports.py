@@ -99,6 +99,8 @@ def build_reports(parameters: dict[str, Any], out_dir: str | Path = "reports",
                   stream=sys.stderr) -> list[ReportResult]:
     out = Path(out_dir)
     books = find_notebooks(folder, only)
+    # notebooks run with their own folder as cwd: keep runs where the caller expects them
+    os.environ.setdefault("GLASSKIT_RUNS", str(Path("runs").resolve()))
     results: list[ReportResult] = []
     for i, nb in enumerate(books, 1):
         print(f"[{i}/{len(books)}] {nb.name} ...", file=stream, flush=True)

@@ -20,7 +20,10 @@ from glasskit.config import Config
 from glasskit.errors import GlasskitError
 from glasskit.io import read_json, write_json
 
-RUNS_ROOT = Path("runs")
+
+def runs_root() -> Path:
+    """Where runs live: ``$GLASSKIT_RUNS`` or ``./runs``."""
+    return Path(os.environ.get("GLASSKIT_RUNS", "runs"))
 
 
 class Run:
@@ -57,15 +60,16 @@ class Run:
 
 
 def create_run(cfg: Config, kind: str, name: str | None = None,
-               root: str | Path = RUNS_ROOT, overwrite: bool = False) -> Run:
+               root: str | Path | None = None, overwrite: bool = False) -> Run:
     """Create ``root/name`` (default ``{kind}-{dataset}-{hash}-s{seed}``) holding the config."""
-    root = Path(root)
+    root = Path(root) if root is not None else runs_root()
     root.mkdir(parents=True, exist_ok=True)
     name = name or run_name(cfg, kind)
     final = root / name
     if final.exists() and not overwrite:
         raise GlasskitError(f"{final}: run exists (pass overwrite=True to replace it)")
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    tmp.chmod(0o755)
     try:
         cfg.to_yaml(tmp / "config.yaml")
         write_json(tmp / "run.json", {"name": name, "kind": kind, "created": time.time(),
@@ -88,11 +92,11 @@ def run_name(cfg: Config, kind: str) -> str:
     return f"{kind}-{cfg.data.dataset}-{cfg.hash()[:8]}-s{cfg.seed}"
 
 
-def list_runs(root: str | Path = RUNS_ROOT) -> pd.DataFrame:
+def list_runs(root: str | Path | None = None) -> pd.DataFrame:
     """One row per complete run: name, kind, dataset, profile, seed, created and the scalar
     metrics (flattened as ``split/metric``)."""
     rows = []
-    root = Path(root)
+    root = Path(root) if root is not None else runs_root()
     for p in sorted(root.iterdir()) if root.is_dir() else []:
         if p.name.startswith(".") or not (p / "run.json").is_file():
             continue

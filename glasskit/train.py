@@ -36,10 +36,9 @@ from glasskit.metrics import (
     level_accuracy,
     ranking_metrics,
 )
-from glasskit.models import build_model
 from glasskit.models.tiger import sid_loss
-from glasskit.pipeline import load
-from glasskit.runs import RUNS_ROOT, Run, create_run, run_name
+from glasskit.pipeline import load, model_and_batcher
+from glasskit.runs import Run, create_run, run_name, runs_root
 from glasskit.tokenize import SidTable
 
 
@@ -137,8 +136,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
         torch.set_num_threads(cfg.train.threads)
     ds, table = load(cfg)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, table.sizes).to(device)
-    batcher = Batcher(ds, table, device, long=getattr(model, "needs_long", False))
+    model, batcher = model_and_batcher(cfg, ds, table, device)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
                             weight_decay=cfg.train.weight_decay)
@@ -162,6 +160,9 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
         opt.load_state_dict(ckpt["opt"])
         sched.load_state_dict(ckpt["sched"])
         state = ckpt["state"]
+        done = state["epoch"] >= cfg.train.epochs or state["bad"] >= cfg.train.patience
+        if done and world == 1 and "test" in run.metrics():
+            return run  # a finished run: reuse it
 
     while state["epoch"] < cfg.train.epochs and state["bad"] < cfg.train.patience:
         epoch = state["epoch"]
@@ -260,7 +261,7 @@ def _open_run(cfg: Config, out: str | Path | None, resume: bool, rank: int) -> R
     """The run directory: resumed when it holds this config's run, else created (replaced)."""
     if rank != 0:
         return None
-    path = Path(out) if out else RUNS_ROOT / run_name(cfg, cfg.model.name)
+    path = Path(out) if out else runs_root() / run_name(cfg, cfg.model.name)
     if (path / "run.json").is_file():
         run = Run(path)
         if run.info["config_hash"] != cfg.hash():
@@ -275,7 +276,7 @@ def load_run_model(run: Run, device: str = "auto") -> tuple[Any, Batcher, SidTab
     cfg = run.config
     dev = resolve_device(device)
     ds, table = load(cfg)
-    model = build_model(cfg, table.sizes).to(dev)
+    model, batcher = model_and_batcher(cfg, ds, table, dev)
     model.load_state_dict(load_checkpoint(run.path / "best.pt", cfg, dev)["model"])
     model.eval()
-    return model, Batcher(ds, table, dev, long=getattr(model, "needs_long", False)), table, cfg
+    return model, batcher, table, cfg

@@ -2,6 +2,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -117,3 +118,22 @@ def test_cli_tokenize_prints_statistics(tmp_path):
                           "--dataset", "synthetic", "--codebooks", "8,x"],
                          capture_output=True, text=True, cwd=ROOT, env=env)
     assert bad.returncode == 2 and "--codebooks: expected comma-separated integers" in bad.stderr
+
+
+@pytest.mark.slow
+def test_notebook_03_on_smoke_trains_then_reuses_the_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GLASSKIT_RUNS", str(tmp_path / "runs"))
+    params = {"profile": "smoke", "dataset": "synthetic"}
+    build_reports(params, tmp_path / "out", only=["03"])
+    rec = read_records(tmp_path / "out" / "03_training.ipynb")
+    from glasskit.runs import Run
+
+    metrics = Run(rec["run"]).metrics()
+    primary = metrics["test"][metrics["primary"]]
+    assert rec["test_ndcg@10"] == primary["ndcg@10"] and rec["model"] == "tiger"
+    assert len(rec["acc"]) == len(rec["precision"]) == 4  # 3 levels + dedup
+    mtime = (Path(rec["run"]) / "best.pt").stat().st_mtime
+    build_reports(params, tmp_path / "out", only=["03"])  # reuses the cached run
+    assert (Path(rec["run"]) / "best.pt").stat().st_mtime == mtime
+    assert read_records(tmp_path / "out" / "03_training.ipynb")["test_ndcg@10"] == rec["test_ndcg@10"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from glasskit.config import Config
+from glasskit.models.glass import Glass
 from glasskit.models.tiger import Tiger
 
 
@@ -13,4 +14,9 @@ def build_model(cfg: Config, sizes: list[int], extras: dict | None = None):
                   dropout=m.dropout)
     if m.name == "tiger":
         return Tiger(**common)
+    if m.name == "glass":
+        return Glass(**common, sid_tier=m.sid_tier, tiers=m.tiers, tier_scale=m.tier_scale,
+                     tier_hidden=m.tier_hidden, hard_search=m.hard_search,
+                     retrieve_max=m.retrieve_max, gate=m.gate, tau=m.tau,
+                     neighbours=(extras or {}).get("neighbours"))
     raise ValueError(f"unknown model {m.name!r}")
