@@ -137,3 +137,17 @@ def test_notebook_03_on_smoke_trains_then_reuses_the_run(tmp_path, monkeypatch):
     build_reports(params, tmp_path / "out", only=["03"])  # reuses the cached run
     assert (Path(rec["run"]) / "best.pt").stat().st_mtime == mtime
     assert read_records(tmp_path / "out" / "03_training.ipynb")["test_ndcg@10"] == rec["test_ndcg@10"]
+
+
+@pytest.mark.slow
+def test_notebook_03_accepts_glass_and_a_variant(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GLASSKIT_RUNS", str(tmp_path / "runs"))
+    build_reports({"profile": "smoke", "dataset": "synthetic", "model": "glass",
+                   "variant": "sidtier+shs+cr+sn", "epochs": 1}, tmp_path / "out", only=["03"])
+    rec = read_records(tmp_path / "out" / "03_training.ipynb")
+    from glasskit.runs import Run
+
+    cfg = Run(rec["run"]).config
+    assert rec["model"] == "glass" and cfg.model.variant == "sidtier+shs+cr+sn"
+    assert cfg.model.neighbours and cfg.tokenizer.codebooks[0] == 2  # smoke K0=8 resized by 4
