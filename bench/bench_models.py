@@ -48,8 +48,9 @@ def long_history_precompute() -> None:
 
         _, _, ls, le = window_bounds(ds.seqs, s, cfg.data.short_len, cfg.data.long_max)
         idx = np.arange(n)
-        t_tier, m_tier = measure(lambda: sid_tier_counts(cos, ds.seqs.items, ls, le, 10))
-        t_idx, m_idx = measure(lambda: b._long(b.samples("test", idx)))
+        t_tier, m_tier = measure(lambda cos=cos, items=ds.seqs.items, ls=ls, le=le:
+                                 sid_tier_counts(cos, items, ls, le, 10))
+        t_idx, m_idx = measure(lambda b=b, idx=idx: b._long(b.samples("test", idx)))
         rows.append({"history": hist, "tier_ms_per_sample": 1e3 * t_tier / n,
                      "tier_peak_MiB": m_tier, "index_ms_per_sample": 1e3 * t_idx / n,
                      "index_peak_MiB": m_idx,
@@ -89,7 +90,8 @@ def speed() -> None:
         users = np.arange(min(256, len(ds.splits["test"])))
         batch = batcher.batch("test", users)
         beam_search(model, batch, index, 20, 20)
-        sec, _ = measure(lambda batch=batch: beam_search(model, batch, index, 20, 20), repeat=3)
+        sec, _ = measure(lambda m=model, batch=batch, index=index:
+                         beam_search(m, batch, index, 20, 20), repeat=3)
         rows.append({"model": name, "train_samples_per_s": train_sps,
                      "infer_ms_per_user": 1e3 * sec / len(users)})
     print(f"training and beam-20 inference, quick profile on synthetic data, device={device}")
