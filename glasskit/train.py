@@ -63,7 +63,7 @@ def primary_ranking(ds: Dataset) -> str:
 
 @torch.no_grad()
 def evaluate(model, batcher: Batcher, split: str, cfg: Config, masked: bool,
-             full: bool = False, limit: int | None = None) -> dict[str, Any]:
+             full: bool = False) -> dict[str, Any]:
     """Rank the catalogue with constrained beam search for every sample of ``split``.
     ``full`` adds acc_i, P_i, CRP and hierarchical recall."""
     was_training = model.training
@@ -71,7 +71,7 @@ def evaluate(model, batcher: Batcher, split: str, cfg: Config, masked: bool,
     t = cfg.train
     device = batcher.device
     index = batcher.table.index(device)
-    n = len(batcher.ds.splits[split]) if limit is None else limit
+    n = len(batcher.ds.splits[split])
     ranked, targets, beams, greedy, argmax, gold = [], [], [], [], [], []
     for start in range(0, n, t.eval_batch_size):
         idx = np.arange(start, min(n, start + t.eval_batch_size))

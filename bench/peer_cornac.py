@@ -1,0 +1,107 @@
+"""Peer check: glasskit's TIGER next to cornac==3.0.1's TIGER on the same ml-100k split, the
+same item embeddings and glasskit's metric code.
+
+cornac lives in its own virtual environment (never a glasskit dependency); ``bench/peer_cornac.sh``
+creates it and runs the three phases:
+
+    export  (glasskit env) the leave-one-out sessions, the MiniLM item embeddings, the test
+            histories and seen-item lists, to DIR/peer.npz
+    fit     (cornac env)   cornac TIGER trained on the training sessions, validated on the
+            validation sessions, scores every test history; writes DIR/cornac_ranked.npy
+    report  (glasskit env) Hit@K / NDCG@K of both (history-masked, glasskit's ranking_metrics)
+            and the training-time ratio, from a glasskit TIGER run directory
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def export(out: Path) -> None:
+    import glasskit as gk
+    from glasskit.data import prepare
+
+    ds = prepare(gk.profile("quick"))
+    seqs = ds.seqs
+    test = ds.splits["test"]
+    sessions = {}
+    for split, last in (("train", -2), ("valid", -1), ("test", None)):
+        rows = []
+        for u in range(seqs.n_users):
+            items = seqs.user_items(u)[: last if last else None]
+            rows += [(f"{split}-{u}", int(i), k) for k, i in enumerate(items)]
+        sessions[split] = np.array(rows, dtype=object)
+    hist = [seqs.user_items(u)[: t] for u, t in zip(test.user, test.t)]
+    np.savez(out / "peer.npz", train=sessions["train"], valid=sessions["valid"],
+             test_hist=np.array([h.astype(np.int64) for h in hist], dtype=object),
+             targets=seqs.items[seqs.offsets[test.user] + test.t],
+             embeddings=ds.embeddings(), n_items=seqs.n_items, allow_pickle=True)
+
+
+def fit(out: Path, epochs: int) -> None:
+    from cornac.data import FeatureModality
+    from cornac.eval_methods import NextItemEvaluation
+    from cornac.models import TIGER
+
+    z = np.load(out / "peer.npz", allow_pickle=True)
+    n_items = int(z["n_items"])
+    to_tuples = [(s, str(i), int(t)) for s, i, t in z["train"].tolist()]
+    val = [(s, str(i), int(t)) for s, i, t in z["valid"].tolist()]
+    ev = NextItemEvaluation.from_splits(
+        train_data=to_tuples, val_data=val, test_data=val, fmt="SIT", mode="last",
+        item_feature=FeatureModality(features=z["embeddings"], ids=[str(i) for i in range(n_items)]),
+        exclude_unknowns=False, verbose=False)
+    model = TIGER(tokenizer="rqvae", rqvae_num_levels=3, rqvae_codebook_size=128, d_model=64,
+                  d_ff=128, num_heads=4, d_kv=16, num_enc_layers=2, num_dec_layers=2,
+                  dropout=0.1, max_len=20, n_epochs=epochs, learning_rate=1e-3, batch_size=256,
+                  model_selection="best", val_eval_every=1, n_beams=20, seed=0, device="cpu")
+    t0 = time.time()
+    model.fit(ev.train_set, ev.val_set)
+    seconds = time.time() - t0
+    iid = ev.global_iid_map
+    inv = {v: int(k) for k, v in iid.items()}
+    ranked = np.full((len(z["targets"]), 20), -1)
+    for n, h in enumerate(z["test_hist"]):
+        scores = model.score(None, [iid[str(i)] for i in h.tolist()])
+        for i in set(h.tolist()):  # history-masked, as glasskit's primary ranking on MovieLens
+            scores[iid[str(i)]] = -np.inf
+        top = np.argsort(-scores, kind="stable")[:20]
+        ranked[n] = [inv.get(int(i), -1) for i in top]
+    np.save(out / "cornac_ranked.npy", ranked)
+    (out / "cornac_time.json").write_text(json.dumps({"train_seconds": seconds}))
+
+
+def report(out: Path, runs: list[str]) -> None:
+    import statistics
+
+    from glasskit.metrics import ranking_metrics
+    from glasskit.runs import Run
+
+    z = np.load(out / "peer.npz", allow_pickle=True)
+    cornac = ranking_metrics(np.load(out / "cornac_ranked.npy"), z["targets"])
+    ct = json.loads((out / "cornac_time.json").read_text())["train_seconds"]
+    ours = [Run(r).metrics() for r in runs]
+    print("ml-100k quick split, history-masked, beam 20 (glasskit: mean ± std over runs)")
+    for k in ("hit@5", "hit@10", "ndcg@10", "hit@20", "ndcg@20"):
+        v = [m["test"]["masked"][k] for m in ours]
+        sd = statistics.stdev(v) if len(v) > 1 else 0.0
+        print(f"{k:8s} glasskit {statistics.mean(v):.4f} ± {sd:.4f}   cornac {cornac[k]:.4f}")
+    gt = statistics.mean(m["train_seconds"] for m in ours)
+    print(f"training seconds: glasskit {gt:.0f}, cornac {ct:.0f}, ratio cornac/glasskit "
+          f"{ct / gt:.2f}")
+
+
+if __name__ == "__main__":
+    phase, folder = sys.argv[1], Path(sys.argv[2])
+    folder.mkdir(parents=True, exist_ok=True)
+    if phase == "export":
+        export(folder)
+    elif phase == "fit":
+        fit(folder, int(sys.argv[3]) if len(sys.argv) > 3 else 8)
+    else:
+        report(folder, sys.argv[3:])
