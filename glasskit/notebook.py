@@ -18,7 +18,9 @@ def record(name: str, value: Any) -> None:
     """Record a JSON-serialisable value in the notebook's output."""
     from IPython.display import display
 
-    payload = json.loads(json.dumps({"name": name, "value": value}, default=_default))
+    from glasskit.io import _json_default
+
+    payload = json.loads(json.dumps({"name": name, "value": value}, default=_json_default))
     display({MIME: payload, "text/plain": f"{name} = {payload['value']!r}"}, raw=True)
 
 
@@ -43,14 +45,3 @@ def setup_plotly() -> None:
     pio.renderers.default = "plotly_mimetype+notebook"
     pio.templates.default = "plotly_white"
 
-
-def _default(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"cannot record a {type(obj).__name__}")
