@@ -36,6 +36,8 @@ def test_sid_tier_counts_match_a_direct_computation():
                 c = cos[i, a]
                 expected[b, a, min(int(np.floor((c + 1) / 2 * 4)), 3)] += 1
     np.testing.assert_array_equal(counts, expected)
+    chunked = sid_tier_counts(cos, items, np.array([0, 2, 5]), np.array([2, 5, 5]), 4, chunk=2)
+    np.testing.assert_array_equal(chunked, expected)  # blocks across sample boundaries
     assert tier_index(np.array([-1.0, -0.5, 0.0, 0.4999, 0.5, 1.0]), 4).tolist() == [0, 1, 2, 2,
                                                                                    3, 3]
 

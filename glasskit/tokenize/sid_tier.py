@@ -16,17 +16,20 @@ def tier_index(cos: np.ndarray, tiers: int) -> np.ndarray:
 
 
 def sid_tier_counts(cos_table: np.ndarray, items: np.ndarray, starts: np.ndarray,
-                    ends: np.ndarray, tiers: int) -> np.ndarray:
-    """(B, K0, N) counts for the histories ``items[starts[b]:ends[b]]``."""
+                    ends: np.ndarray, tiers: int, chunk: int = 65536) -> np.ndarray:
+    """(B, K0, N) counts for the histories ``items[starts[b]:ends[b]]``, in blocks of ``chunk``
+    history items so memory stays O(chunk · K0) however long the histories are."""
     B, k0 = len(starts), cos_table.shape[1]
     lengths = ends - starts
     total = int(lengths.sum())
-    out = np.zeros(B * k0 * tiers, dtype=np.float32)
+    out = np.zeros(B * k0 * tiers, dtype=np.int64)
     if total:
         offs = np.cumsum(lengths) - lengths
         pos = np.repeat(starts - offs, lengths) + np.arange(total)
-        t = tier_index(cos_table[items[pos]], tiers)  # (total, K0)
         row = np.repeat(np.arange(B), lengths)
-        flat = (row[:, None] * k0 + np.arange(k0)[None, :]) * tiers + t
-        out = np.bincount(flat.ravel(), minlength=B * k0 * tiers).astype(np.float32)
-    return out.reshape(B, k0, tiers)
+        base = np.arange(k0)[None, :] * tiers
+        for a in range(0, total, chunk):
+            t = tier_index(cos_table[items[pos[a:a + chunk]]], tiers)  # (chunk, K0)
+            flat = row[a:a + chunk, None] * (k0 * tiers) + base + t
+            out += np.bincount(flat.ravel(), minlength=B * k0 * tiers)
+    return out.astype(np.float32).reshape(B, k0, tiers)
