@@ -99,6 +99,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from glasskit.analysis.run_tables import markdown, seed_table
+
+    print(markdown(seed_table(args.runs, split=args.split)))
+    return 0
+
+
 def cmd_reports(args: argparse.Namespace) -> int:
     from glasskit.reports import build_reports
 
@@ -152,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--beam", type=int, default=None)
     ev.add_argument("--device", default=None, choices=("auto", "cpu", "cuda", "mps"))
     ev.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("compare", help="mean ± std over seeds of finished runs, as a Markdown table")
+    c.add_argument("runs", nargs="+", help="run directories (every seed of every row)")
+    c.add_argument("--split", default="test", choices=("valid", "test"))
+    c.set_defaults(func=cmd_compare)
 
     r = sub.add_parser("reports", help="execute the notebooks into reports/ with papermill")
     common(r)

@@ -7,6 +7,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from glasskit.config import VARIANTS
+from glasskit.errors import GlasskitError
 from glasskit.runs import Run
 
 
@@ -47,3 +49,70 @@ def level_table(metrics: dict, split: str = "test") -> pd.DataFrame:
         "prefix hit in beam | E_d": m["crp_hit"],
         "Hrecall@level": m["hrecall"],
     }, index=pd.Index(np.arange(1, n + 1), name="level")).round(4)
+
+
+def row_label(run: Run) -> str:
+    """The ablation row a run belongs to: its GLASS variant, or its model's name."""
+    model = run.config.model
+    if model.name == "glass":
+        if model.variant == "tiger":
+            return "tiger (glass, switches off)"
+        return model.variant or "glass (custom switches)"
+    return model.name
+
+
+def _row_order(label: str) -> int:
+    order = ["tiger", "tiger (glass, switches off)", *VARIANTS]
+    base = label.split(" [")[0]
+    return order.index(base) if base in order else len(order)
+
+
+def seed_table(runs: list[str | Run], split: str = "test",
+               keys: tuple[str, ...] = ("hit@5", "hit@10", "ndcg@10", "hit@20")) -> pd.DataFrame:
+    """Mean ± sample std over seeds, one row per (dataset, ablation row, config without seed).
+
+    Runs whose configs differ in anything but the seed are never pooled: a second config under
+    the same label gets its config hash appended. Incomplete runs (no test metrics) are an error,
+    so a table never silently averages fewer seeds than were launched.
+    """
+    groups: dict[tuple[str, str, str], list[tuple[int, dict, float]]] = {}
+    for r in runs:
+        run = r if isinstance(r, Run) else Run(r)
+        m = run.metrics()
+        if split not in m:
+            raise GlasskitError(f"{run.path}: no {split!r} metrics (unfinished run?)")
+        cfg = run.config
+        key = (cfg.data.dataset, row_label(run), cfg.replace(seed=0).hash())
+        groups.setdefault(key, []).append((cfg.seed, m[split][m["primary"]], m["train_seconds"]))
+    labels = [(d, lab) for d, lab, _ in groups]
+    rows = []
+    for (dataset, label, h), members in groups.items():
+        seeds = sorted(s for s, _, _ in members)
+        if len(seeds) != len(set(seeds)):
+            raise GlasskitError(f"{dataset}/{label}: two runs with the same config and seed {seeds}")
+        row = {"dataset": dataset, "row": label if labels.count((dataset, label)) == 1
+               else f"{label} [{h[:6]}]", "seeds": len(seeds)}
+        for k in keys:
+            v = np.array([x[k] for _, x, _ in members])
+            row[k] = v.mean()
+            row[f"{k} std"] = v.std(ddof=1) if len(v) > 1 else np.nan
+        row["acc_1"] = np.mean([x["acc"][0] for _, x, _ in members])
+        row["train s"] = np.mean([t for _, _, t in members])
+        rows.append(row)
+    rows.sort(key=lambda r: (r["dataset"], _row_order(r["row"]), r["row"]))
+    return pd.DataFrame(rows).set_index(["dataset", "row"])
+
+
+def markdown(table: pd.DataFrame, keys: tuple[str, ...] = ("hit@5", "hit@10", "ndcg@10", "hit@20"),
+             digits: int = 4) -> str:
+    """A seed_table as a Markdown table with 'mean ± std' cells."""
+    head = ["dataset", "row", "seeds", *keys, "acc_1", "train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (dataset, row), r in table.iterrows():
+        cells = [dataset, row, str(int(r["seeds"]))]
+        for k in keys:
+            sd = r[f"{k} std"]
+            cells.append(f"{r[k]:.{digits}f}" + ("" if np.isnan(sd) else f" ± {sd:.{digits}f}"))
+        cells += [f"{r['acc_1']:.3f}", f"{r['train s']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
