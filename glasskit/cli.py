@@ -102,7 +102,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from glasskit.analysis.run_tables import markdown, seed_table
 
-    print(markdown(seed_table(args.runs, split=args.split)))
+    print(markdown(seed_table(args.runs, split=args.split, skip_unfinished=args.partial)))
     return 0
 
 
@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="mean ± std over seeds of finished runs, as a Markdown table")
     c.add_argument("runs", nargs="+", help="run directories (every seed of every row)")
     c.add_argument("--split", default="test", choices=("valid", "test"))
+    c.add_argument("--partial", action="store_true", help="skip unfinished runs instead of failing")
     c.set_defaults(func=cmd_compare)
 
     r = sub.add_parser("reports", help="execute the notebooks into reports/ with papermill")

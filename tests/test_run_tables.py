@@ -39,7 +39,9 @@ def test_seed_table_pools_seeds_per_row_and_never_across_configs(tmp_path, capsy
     text = markdown(t)
     assert "0.2000 ± 0.1414" in text and text.count("\n") == 4
 
-    assert main(["compare", *[str(r.path) for r in runs[:2]]]) == 0
+    unfinished = create_run(base.replace(seed=5), "tiger", root=tmp_path)
+    assert main(["compare", *[str(r.path) for r in runs[:2]], str(unfinished.path)]) == 2
+    assert main(["compare", "--partial", *[str(r.path) for r in runs[:2]], str(unfinished.path)]) == 0
     assert "| synthetic | tiger | 2 |" in capsys.readouterr().out
 
 
@@ -48,6 +50,8 @@ def test_seed_table_refuses_unfinished_and_duplicate_runs(tmp_path):
     unfinished = create_run(cfg, "tiger", root=tmp_path)
     with pytest.raises(GlasskitError, match="no 'test' metrics"):
         seed_table([unfinished])
+    with pytest.raises(GlasskitError, match="no finished runs"):
+        seed_table([unfinished], skip_unfinished=True)
     a = _run(tmp_path / "a", cfg, 0.1, 0)
     b = _run(tmp_path / "b", cfg, 0.2, 0)
     with pytest.raises(GlasskitError, match="same config and seed"):

@@ -68,18 +68,22 @@ def _row_order(label: str) -> int:
 
 
 def seed_table(runs: list[str | Run], split: str = "test",
-               keys: tuple[str, ...] = ("hit@5", "hit@10", "ndcg@10", "hit@20")) -> pd.DataFrame:
+               keys: tuple[str, ...] = ("hit@5", "hit@10", "ndcg@10", "hit@20"),
+               skip_unfinished: bool = False) -> pd.DataFrame:
     """Mean ± sample std over seeds, one row per (dataset, ablation row, config without seed).
 
     Runs whose configs differ in anything but the seed are never pooled: a second config under
     the same label gets its config hash appended. Incomplete runs (no test metrics) are an error,
-    so a table never silently averages fewer seeds than were launched.
+    so a table never silently averages fewer seeds than were launched, unless
+    ``skip_unfinished`` (the ``seeds`` column then says how many were pooled).
     """
     groups: dict[tuple[str, str, str], list[tuple[int, dict, float]]] = {}
     for r in runs:
         run = r if isinstance(r, Run) else Run(r)
         m = run.metrics()
         if split not in m:
+            if skip_unfinished:
+                continue
             raise GlasskitError(f"{run.path}: no {split!r} metrics (unfinished run?)")
         cfg = run.config
         key = (cfg.data.dataset, row_label(run), cfg.replace(seed=0).hash())
@@ -99,6 +103,8 @@ def seed_table(runs: list[str | Run], split: str = "test",
         row["acc_1"] = np.mean([x["acc"][0] for _, x, _ in members])
         row["train s"] = np.mean([t for _, _, t in members])
         rows.append(row)
+    if not rows:
+        raise GlasskitError("no finished runs to tabulate")
     rows.sort(key=lambda r: (r["dataset"], _row_order(r["row"]), r["row"]))
     return pd.DataFrame(rows).set_index(["dataset", "row"])
 
