@@ -7,9 +7,12 @@ creates it and runs the three phases:
     export  (glasskit env) the leave-one-out sessions, the MiniLM item embeddings, the test
             histories and seen-item lists, to DIR/peer.npz
     fit     (cornac env)   cornac TIGER trained on the training sessions, validated on the
-            validation sessions, scores every test history; writes DIR/cornac_ranked.npy
+            validation sessions, ranks every test history by beam search and by exact
+            scoring; writes DIR/cornac_ranked_{beam,exact}.npy
     report  (glasskit env) Hit@K / NDCG@K of both (history-masked, glasskit's ranking_metrics)
-            and the training-time ratio, from a glasskit TIGER run directory
+            and the training-time ratio, from glasskit TIGER run directories; glasskit is
+            also re-evaluated at a wider beam (a beam of 20 truncates Hit@20, cornac's exact
+            scoring does not)
 """
 
 from __future__ import annotations
@@ -59,39 +62,58 @@ def fit(out: Path, epochs: int) -> None:
     model = TIGER(tokenizer="rqvae", rqvae_num_levels=3, rqvae_codebook_size=128, d_model=64,
                   d_ff=128, num_heads=4, d_kv=16, num_enc_layers=2, num_dec_layers=2,
                   dropout=0.1, max_len=20, n_epochs=epochs, learning_rate=1e-3, batch_size=256,
-                  model_selection="best", val_eval_every=1, n_beams=20, seed=0, device="cpu")
+                  model_selection="best", val_eval_every=1, n_beams=20, seed=0, device="cpu",
+                  verbose=True)
     t0 = time.time()
     model.fit(ev.train_set, ev.val_set)
     seconds = time.time() - t0
     iid = ev.global_iid_map
     inv = {v: int(k) for k, v in iid.items()}
-    ranked = np.full((len(z["targets"]), 20), -1)
-    for n, h in enumerate(z["test_hist"]):
-        scores = model.score(None, [iid[str(i)] for i in h.tolist()])
-        for i in set(h.tolist()):  # history-masked, as glasskit's primary ranking on MovieLens
-            scores[iid[str(i)]] = -np.inf
-        top = np.argsort(-scores, kind="stable")[:20]
-        ranked[n] = [inv.get(int(i), -1) for i in top]
-    np.save(out / "cornac_ranked.npy", ranked)
+    # Two rankings, both history-masked like glasskit's primary ranking on MovieLens:
+    # - beam: cornac's constrained beam (20). Its beam cannot skip seen items, so after masking
+    #   fewer than 20 real items may remain; unscored slots stay empty (-1), never filled with
+    #   arbitrary catalogue items.
+    # - exact: cornac's full-catalogue log-likelihood ranking, masked, always 20 real items.
+    for scoring in ("beam", "exact"):
+        model.scoring = scoring
+        ranked = np.full((len(z["targets"]), 20), -1)
+        for n, h in enumerate(z["test_hist"]):
+            scores = model.score(None, [iid[str(i)] for i in h.tolist()])
+            for i in set(h.tolist()):
+                scores[iid[str(i)]] = -np.inf
+            top = [int(i) for i in np.argsort(-scores, kind="stable")[:20] if scores[i] > -1e9]
+            ranked[n, : len(top)] = [inv.get(i, -1) for i in top]
+        np.save(out / f"cornac_ranked_{scoring}.npy", ranked)
     (out / "cornac_time.json").write_text(json.dumps({"train_seconds": seconds}))
 
 
-def report(out: Path, runs: list[str]) -> None:
+def report(out: Path, runs: list[str], wide_beam: int) -> None:
     import statistics
 
     from glasskit.metrics import ranking_metrics
     from glasskit.runs import Run
+    from glasskit.train import evaluate_run
 
     z = np.load(out / "peer.npz", allow_pickle=True)
-    cornac = ranking_metrics(np.load(out / "cornac_ranked.npy"), z["targets"])
     ct = json.loads((out / "cornac_time.json").read_text())["train_seconds"]
-    ours = [Run(r).metrics() for r in runs]
-    print("ml-100k quick split, history-masked, beam 20 (glasskit: mean ± std over runs)")
+    cols = {}
+    for scoring in ("beam", "exact"):
+        ranked = np.load(out / f"cornac_ranked_{scoring}.npy")
+        cols[f"cornac {scoring}"] = [ranking_metrics(ranked, z["targets"])]
+        print(f"cornac {scoring}: {(ranked < 0).mean():.1%} of the 20 slots empty after masking")
+    ours = [Run(r) for r in runs]
+    cols["glasskit beam 20"] = [r.metrics()["test"]["masked"] for r in ours]
+    cols[f"glasskit beam {wide_beam}"] = [evaluate_run(r, beam=wide_beam)["masked"] for r in ours]
+    print(f"ml-100k quick split, test, history-masked; glasskit: mean ± std over {len(ours)} runs")
+    print(f"{'':8s}" + "".join(f"{c:>19s}" for c in cols))
     for k in ("hit@5", "hit@10", "ndcg@10", "hit@20", "ndcg@20"):
-        v = [m["test"]["masked"][k] for m in ours]
-        sd = statistics.stdev(v) if len(v) > 1 else 0.0
-        print(f"{k:8s} glasskit {statistics.mean(v):.4f} ± {sd:.4f}   cornac {cornac[k]:.4f}")
-    gt = statistics.mean(m["train_seconds"] for m in ours)
+        cells = []
+        for ms in cols.values():
+            v = [m[k] for m in ms]
+            sd = f" ± {statistics.stdev(v):.4f}" if len(v) > 1 else ""
+            cells.append(f"{statistics.mean(v):.4f}{sd}")
+        print(f"{k:8s}" + "".join(f"{c:>19s}" for c in cells))
+    gt = statistics.mean(r.metrics()["train_seconds"] for r in ours)
     print(f"training seconds: glasskit {gt:.0f}, cornac {ct:.0f}, ratio cornac/glasskit "
           f"{ct / gt:.2f}")
 
@@ -103,5 +125,5 @@ if __name__ == "__main__":
         export(folder)
     elif phase == "fit":
         fit(folder, int(sys.argv[3]) if len(sys.argv) > 3 else 8)
-    else:
-        report(folder, sys.argv[3:])
+    else:  # report DIR WIDE_BEAM RUN_DIR...
+        report(folder, sys.argv[4:], int(sys.argv[3]))

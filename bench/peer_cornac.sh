@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Peer check against cornac==3.0.1's TIGER (see bench/peer_cornac.py).
-# usage: bench/peer_cornac.sh RUN_DIR [RUN_DIR ...]   (glasskit TIGER runs on the quick profile)
+# usage: [EPOCHS=8] [WIDE_BEAM=60] bench/peer_cornac.sh RUN_DIR [RUN_DIR ...]
+#        (glasskit TIGER runs on ml-100k, quick profile, one per seed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=.cache/peer_cornac
@@ -9,4 +10,4 @@ test -x $CVENV/bin/python || { python3.11 -m venv $CVENV &&
   $CVENV/bin/pip install --quiet cornac==3.0.1 torch==2.13.0 transformers==4.57.1; }
 .venv/bin/python bench/peer_cornac.py export $OUT
 $CVENV/bin/python bench/peer_cornac.py fit $OUT "${EPOCHS:-8}"
-.venv/bin/python bench/peer_cornac.py report $OUT "$@"
+.venv/bin/python bench/peer_cornac.py report $OUT "${WIDE_BEAM:-60}" "$@"

@@ -80,22 +80,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from glasskit.runs import Run
-    from glasskit.train import evaluate, load_run_model, primary_ranking
+    from glasskit.train import evaluate_run
 
-    run = Run(args.run)
-    model, batcher, _, cfg = load_run_model(run, args.device or "auto")
-    if args.beam is not None:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, beam=args.beam))
-        cfg.train.validate()
-    primary = primary_ranking(batcher.ds)
-    out = {"run": str(run.path), "split": args.split, "beam": cfg.train.beam, "primary": primary}
-    for ranking in ("masked", "unmasked"):
-        out[ranking] = evaluate(model, batcher, args.split, cfg, masked=ranking == "masked",
-                                full=ranking == primary)
-    print(json.dumps(out))
+    print(json.dumps(evaluate_run(Run(args.run), args.split, args.beam, args.device or "auto")))
     return 0
 
 

@@ -11,6 +11,7 @@ would have had.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -280,3 +281,19 @@ def load_run_model(run: Run, device: str = "auto") -> tuple[Any, Batcher, SidTab
     model.load_state_dict(load_checkpoint(run.path / "best.pt", cfg, dev)["model"])
     model.eval()
     return model, batcher, table, cfg
+
+
+def evaluate_run(run: Run, split: str = "test", beam: int | None = None,
+                 device: str = "auto") -> dict[str, Any]:
+    """Both rankings (masked, unmasked) of a run's best checkpoint, optionally at another beam."""
+    model, batcher, _, cfg = load_run_model(run, device)
+    if beam is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, beam=beam))
+        cfg.train.validate()
+    primary = primary_ranking(batcher.ds)
+    out: dict[str, Any] = {"run": str(run.path), "split": split, "beam": cfg.train.beam,
+                           "primary": primary}
+    for ranking in ("masked", "unmasked"):
+        out[ranking] = evaluate(model, batcher, split, cfg, masked=ranking == "masked",
+                                full=ranking == primary)
+    return out
