@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from glasskit.io import json_default
+
 MIME = "application/vnd.glasskit.record+json"
 
 
@@ -18,9 +20,7 @@ def record(name: str, value: Any) -> None:
     """Record a JSON-serialisable value in the notebook's output."""
     from IPython.display import display
 
-    from glasskit.io import _json_default
-
-    payload = json.loads(json.dumps({"name": name, "value": value}, default=_json_default))
+    payload = json.loads(json.dumps({"name": name, "value": value}, default=json_default))
     display({MIME: payload, "text/plain": f"{name} = {payload['value']!r}"}, raw=True)
 
 
