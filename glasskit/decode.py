@@ -1,7 +1,9 @@
 """Constrained beam search over semantic IDs, batched over users.
 
 Only prefixes that exist in the SID table survive a step (the prefix index gives the valid
-next codes). A model may recompute per-beam context after any step through
+next codes). Decoding is incremental: each step feeds the models only the newest position
+(``model.decode_step``), and after the top-B cut every beam's caches and per-row state follow
+its parent (``model.select``). A model may add per-beam context after a step through
 ``model.after_step`` (GLASS retrieves with each beam's own generated first code there).
 
 History masking: with ``seen`` (B, n_items) given, at the last level the SIDs of items the user
@@ -48,7 +50,7 @@ def beam_search(model, batch: dict[str, torch.Tensor], index: PrefixIndex, beam:
                 seen: torch.Tensor | None = None) -> BeamResult:
     if beam < k:
         raise GlasskitError(f"beam ({beam}) must be at least the largest K ({k})")
-    state = model.encode(batch)
+    state = model.start_decoding(model.encode(batch))
     B = state["mem"].shape[0]
     levels = len(index.sizes)
     dev = state["mem"].device
@@ -58,7 +60,7 @@ def beam_search(model, batch: dict[str, torch.Tensor], index: PrefixIndex, beam:
     for level in range(levels):
         n_beams = prefix.shape[1]
         flat = prefix.reshape(B * n_beams, level)
-        logp = model.step_logits(state, flat).float().log_softmax(-1)  # (B·n_beams, K_l)
+        logp = model.decode_step(state, flat).float().log_softmax(-1)  # (B·n_beams, K_l)
         valid = index.next_mask(flat)
         if seen is not None and level == levels - 1:
             valid = valid & ~_seen_at_last_level(index, flat, seen, n_beams)
@@ -74,9 +76,9 @@ def beam_search(model, batch: dict[str, torch.Tensor], index: PrefixIndex, beam:
         prefix = torch.cat([prefix.gather(1, parent[..., None].expand(-1, -1, level)),
                             code[..., None]], 2)
         trace.append(torch.where(torch.isfinite(scores)[..., None], prefix, -1))
-        if level == 0:
-            state = model.expand_state(state, prefix.shape[1])
         if level < levels - 1:
+            rows = (torch.arange(B, device=dev)[:, None] * n_beams + parent).reshape(-1)
+            state = model.select(state, rows)
             state = model.after_step(state, prefix.reshape(-1, level + 1), batch, prefix.shape[1])
     groups = index.expand(prefix)  # (B, beam, G)
     G = groups.shape[-1]

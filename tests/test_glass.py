@@ -87,8 +87,38 @@ def test_inference_retrieval_follows_each_beams_generated_first_code():
     t = test.t[u]
     long_items = seqs.user_items(u)[max(0, t - cfg.data.short_len - cfg.data.long_max):
                                     max(0, t - cfg.data.short_len)]
-    want = [i for i in long_items[::-1] if first[i] == other][: cfg.model.retrieve_max]
+    want = [i for i in long_items[::-1] if first[i] == other]  # all of them (eq. 7)
+    assert cfg.model.retrieve_max is None
     assert [tuple(c) for c in got.tolist()] == [tuple(table.codes[i]) for i in want]
+    model.retrieve_max = 2  # an optional cap keeps the most recent ones
+    codes, pad = real(batch["long_codes"], batch["long_offsets"], torch.tensor([other]),
+                      torch.tensor([0]))
+    assert [tuple(c) for c in codes[0][~pad[0]].tolist()] == [tuple(table.codes[i]) for i in want[:2]]
+
+
+def test_cached_decoding_equals_decoding_the_whole_prefix():
+    """Beam search feeds one position per step and beams inherit their parent's retrieval;
+    the logits equal those of decoding each kept prefix from scratch with its own retrieval."""
+    cfg, ds, table, model, batcher = _glass("sidtier+shs+cr+sn")
+    batch = batcher.batch("test", np.arange(12))
+    index = table.index()
+    steps = []
+    real = model.decode_step
+
+    def spy(state, prefix):
+        out = real(state, prefix)
+        steps.append((state, prefix.clone(), out))
+        return out
+
+    model.decode_step = spy
+    with torch.no_grad():
+        beam_search(model, batch, index, 5, 5)
+        enc = model.encode(batch)
+        for _, prefix, logits in steps[1:]:  # after the first code: retrieval in play
+            row = torch.arange(len(prefix)) // 5
+            full = model.step_logits(model.with_retrieval(enc, prefix[:, 0], row), prefix)
+            torch.testing.assert_close(logits, full, atol=2e-5, rtol=1e-5)
+    assert len(steps) == table.levels
 
 
 def test_empty_retrieval_is_finite_and_gates_lie_in_unit_interval():

@@ -11,7 +11,7 @@ def build_model(cfg: Config, sizes: list[int], extras: dict | None = None):
     m = cfg.model
     common = dict(sizes=sizes, short_len=cfg.data.short_len, d=m.d_model, heads=m.heads,
                   head_dim=m.head_dim, ff=m.ff, enc_layers=m.enc_layers, dec_layers=m.dec_layers,
-                  dropout=m.dropout)
+                  dropout=m.dropout, attn_dropout=m.attn_dropout)
     if m.name == "tiger":
         return Tiger(**common)
     if m.name == "glass":

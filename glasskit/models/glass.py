@@ -6,15 +6,18 @@ sparsity-aware augmentation (semantic neighbours; codebook resizing lives in the
   tokens in the encoder.
 - Semantic hard search (eq. 7-13): at decoding steps after the first, the key is the first code
   of the sequence being decoded (teacher forcing: the target's; inference: each beam's own).
-  The long-history items sharing it (most recent ``retrieve_max``) are embedded as SID tokens
-  and read by a second cross-attention in every decoder layer; the gate
-  g = σ([Z_short; Z_ret] W_g) ∈ [0,1]^d mixes Z = (1-g)·Z_short + g·Z_ret, then the FFN.
-  The first step (the BOS position) and an empty retrieval use the short-term stream alone.
+  Every long-history item sharing it (eq. 7; ``retrieve_max`` optionally keeps only the most
+  recent ones) is a run of SID tokens, E_ret = Lookup(H_ret) (eq. 8), read by a second
+  cross-attention in every decoder layer (eq. 11); the gate g = σ([Z_short; Z_ret] W_g) ∈ [0,1]^d
+  mixes Z = (1-g)·Z_short + g·Z_ret (eq. 12-13), then the FFN. The first step (the BOS position)
+  and an empty retrieval use the short-term stream alone.
 - Semantic neighbours (§4.3.1): when fewer than τ items share the key, the items of its top-k
-  neighbour codes are merged in, in neighbour order, up to ``retrieve_max``.
+  neighbour codes are merged in, in neighbour order.
 
-Retrieval is a slice of the per-sample history sorted by first code (``long_codes`` and
-``long_offsets`` from batching), gathered for all beams at once on the model's device.
+Cost: retrieval is a slice of the per-sample history sorted by first code (``long_codes`` and
+``long_offsets`` from batching), gathered for all beams at once. The retrieved tokens carry no
+position, so their keys and values are projected once per vocabulary token per decoder pass
+(:meth:`Attention.over_vocab`) and shared by every beam, level and sample that retrieves them.
 """
 
 from __future__ import annotations
@@ -27,48 +30,56 @@ from glasskit.models.tiger import Tiger
 
 
 class GlassDecoderLayer(DecoderLayer):
-    def __init__(self, d: int, heads: int, head_dim: int, ff: int, dropout: float, gate: str):
-        super().__init__(d, heads, head_dim, ff, dropout)
-        self.ret_cross = Attention(d, heads, head_dim, dropout)  # CrossAttn_φ (eq. 11)
+    def __init__(self, d: int, heads: int, head_dim: int, ff: int, dropout: float,
+                 attn_dropout: float, gate: str):
+        super().__init__(d, heads, head_dim, ff, dropout, attn_dropout)
+        self.ret_cross = Attention(d, heads, head_dim, attn_dropout)  # CrossAttn_φ (eq. 11)
         self.gate_proj = nn.Linear(2 * d, d, bias=False) if gate == "learned" else None  # W_g
 
-    def forward(self, x, mem, mem_pad, ret=None, ret_pad=None, inspect: list | None = None):
-        x = self.self_block(x)
+    def forward(self, x: torch.Tensor, ctx: dict, inspect: list | None = None) -> torch.Tensor:
+        x = self.self_block(x, ctx.get("cache"))
         h = self.ln_cross(x)
         need = inspect is not None
-        z_short, w_short = self.cross(h, mem, key_pad=mem_pad, need_weights=need)
+        z_short, w_short = self.cross(h, kv=ctx["kv"], mask=ctx["mask"], need_weights=need)
         rec = {"attn_short": w_short} if need else None
-        if ret is not None:
-            z_ret, w_ret = self.ret_cross(h, ret, key_pad=ret_pad, need_weights=need)
+        if "ret_rows" in ctx:  # rows that retrieved something; the others keep Z_short (g = 0)
+            rows = ctx["ret_rows"]
+            zs = z_short[rows]
+            zr, w_rows = self.ret_cross.over_vocab(h[rows], ctx["table"], ctx["ret_bias"],
+                                                   need_weights=need)  # eq. 11
+            zr = zr.to(zs.dtype)
             if self.gate_proj is None:
-                g = torch.full_like(z_short, 0.5)
+                g = torch.full_like(zs, 0.5)
             else:
-                g = torch.sigmoid(self.gate_proj(torch.cat([z_short, z_ret], -1)))  # eq. 12
-            # the BOS position (first step) and empty retrievals use the short stream alone
-            use = torch.ones_like(g[..., :1])
-            use[:, 0] = 0
-            use = use * (~ret_pad.all(1)).to(g.dtype)[:, None, None]
-            g = g * use
-            z = (1 - g) * z_short + g * z_ret  # eq. 13
-            if need:
-                rec.update(gate=g, attn_ret=w_ret)
+                g = torch.sigmoid(self.gate_proj(torch.cat([zs, zr], -1)))  # eq. 12
+            g = g * ctx["use"]  # 0 at the BOS position: the first step has no key yet
+            z = z_short.index_copy(0, rows, zs + g * (zr - zs))  # eq. 13: (1-g)·Z_short + g·Z_ret
+            if need:  # attention on each retrieved token: its id's mass shared by its copies
+                ids, count = ctx["ret_ids"], ctx["ret_bias"].exp()
+                per_id = w_rows / count.clamp_min(1)[:, None, None, :]
+                w_tok = per_id.gather(-1, ids[:, None, None, :].expand(-1, *per_id.shape[1:3], -1))
+                w_tok = w_tok.masked_fill(ctx["ret_pad"][:, None, None, :], 0.0)
+                rec.update(gate=torch.zeros_like(z_short).index_copy(0, rows, g),
+                           attn_ret=w_tok.new_zeros(len(z_short), *w_tok.shape[1:])
+                           .index_copy(0, rows, w_tok))
         else:
             z = z_short
         if need:
             inspect.append(rec)
         x = x + self.drop(z)
-        return x + self.drop(self.ff(self.ln_ff(x)))
+        return self.ff_block(x)
 
 
 class Glass(Tiger):
     def __init__(self, sizes: list[int], short_len: int, d: int = 96, heads: int = 8,
                  head_dim: int = 32, ff: int = 256, enc_layers: int = 2, dec_layers: int = 2,
-                 dropout: float = 0.1, sid_tier: bool = True, tiers: int = 10,
-                 tier_scale: str = "log1p", tier_hidden: int = 20, hard_search: bool = True,
-                 retrieve_max: int = 64, gate: str = "learned", neighbours: torch.Tensor | None = None,
-                 tau: int = 8):
+                 dropout: float = 0.1, attn_dropout: float = 0.0, sid_tier: bool = True,
+                 tiers: int = 10, tier_scale: str = "log1p", tier_hidden: int = 20,
+                 hard_search: bool = True, retrieve_max: int | None = None, gate: str = "learned",
+                 neighbours: torch.Tensor | None = None, tau: int = 8):
         self.hard_search, self.gate_mode = hard_search, gate
-        super().__init__(sizes, short_len, d, heads, head_dim, ff, enc_layers, dec_layers, dropout)
+        super().__init__(sizes, short_len, d, heads, head_dim, ff, enc_layers, dec_layers, dropout,
+                         attn_dropout)
         self.sid_tier, self.tiers, self.tier_scale = sid_tier, tiers, tier_scale
         self.retrieve_max, self.tau = retrieve_max, tau
         if sid_tier:
@@ -81,11 +92,11 @@ class Glass(Tiger):
         self.needs_tier = sid_tier
         self.inspect: list | None = None  # set to [] to record gates and attention maps
 
-    def make_decoder(self, d, heads, head_dim, ff, dropout, n) -> nn.ModuleList:
+    def make_decoder(self, d, heads, head_dim, ff, dropout, attn_dropout, n) -> nn.ModuleList:
         if not self.hard_search:
-            return super().make_decoder(d, heads, head_dim, ff, dropout, n)
-        return nn.ModuleList(GlassDecoderLayer(d, heads, head_dim, ff, dropout, self.gate_mode)
-                             for _ in range(n))
+            return super().make_decoder(d, heads, head_dim, ff, dropout, attn_dropout, n)
+        return nn.ModuleList(GlassDecoderLayer(d, heads, head_dim, ff, dropout, attn_dropout,
+                                               self.gate_mode) for _ in range(n))
 
     # -- encoder: short-term tokens ‖ e_tier (eq. 6) ----------------------------------------
     def encode(self, batch):
@@ -94,12 +105,9 @@ class Glass(Tiger):
             t = batch["tier"].float()  # (B, K0, N)
             t = torch.log1p(t) if self.tier_scale == "log1p" else t
             e_tier = self.tier_mlp(t.flatten(1)) + self.tier_type + self.item_pos.weight[-1]
-            x = torch.cat([x, e_tier[:, None, :]], 1)
+            x = torch.cat([x, e_tier[:, None, :].to(x.dtype)], 1)
             pad = torch.cat([pad, torch.zeros_like(pad[:, :1])], 1)
-        x = self.drop(x)
-        for layer in self.encoder:
-            x = layer(x, pad)
-        state = {"mem": self.enc_norm(x), "mem_pad": pad}
+        state = self.encode_tokens(x, pad)
         if self.hard_search:
             state["long_codes"], state["long_offsets"] = batch["long_codes"], batch["long_offsets"]
         return state
@@ -108,7 +116,8 @@ class Glass(Tiger):
     def retrieve(self, long_codes: torch.Tensor, long_offsets: torch.Tensor, key: torch.Tensor,
                  row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Items of sample ``row[i]``'s long history whose first code is ``key[i]`` (plus
-        neighbour codes' items when fewer than τ): codes (n, R, L) and padding (n, R)."""
+        neighbour codes' items when fewer than τ), most recent first: codes (n, R, L) and
+        padding (n, R), R the longest retrieval of the batch (``retrieve_max`` at most)."""
         off = long_offsets[row]  # (n, K0+1)
         keys = key[:, None]
         if self.neighbours is not None:
@@ -118,24 +127,37 @@ class Glass(Tiger):
         if self.neighbours is not None:
             few = count[:, :1] < self.tau
             count = torch.cat([count[:, :1], count[:, 1:] * few], 1)
-        R = self.retrieve_max
         cum = count.cumsum(1)
+        total = cum[:, -1:]
+        if self.retrieve_max is not None:
+            total = total.clamp_max(self.retrieve_max)
+        R = max(1, int(total.max())) if len(key) else 1  # one host sync per retrieval
         slot = torch.arange(R, device=key.device).expand(len(key), R)
         j = torch.searchsorted(cum, slot.contiguous(), right=True).clamp_max(keys.shape[1] - 1)
         within = slot - (cum.gather(1, j) - count.gather(1, j))
-        pos = start.gather(1, j) + within
-        pad = slot >= cum[:, -1:]
-        pos = torch.where(pad, 0, pos)
-        codes = long_codes[row[:, None], pos]  # (n, R, L)
-        used = int((~pad).sum(1).max()) if len(key) else 0
-        return codes[:, : max(used, 1)], pad[:, : max(used, 1)]
+        pad = slot >= total
+        pos = torch.where(pad, 0, start.gather(1, j) + within)
+        return long_codes[row[:, None], pos], pad  # (n, R, L), (n, R)
 
-    def with_retrieval(self, state, key: torch.Tensor, row: torch.Tensor):
+    def with_retrieval(self, state: dict, key: torch.Tensor, row: torch.Tensor) -> dict:
+        """Retrieve for decoder rows whose first code is ``key`` (rows of samples ``row``). The
+        result is kept per retrieval (one per (sample, first code) pair: a beam's children
+        share it) and each decoder row points at its retrieval through ``ret_pair``. Stored:
+        the retrieved SID tokens (eq. 8: Lookup(H_ret)) as ids and padding, their count, and
+        the log multiplicity of every token id, which is all the attention needs."""
         codes, pad = self.retrieve(state["long_codes"], state["long_offsets"], key, row)
-        R, L = codes.shape[1], codes.shape[2]
-        ret = self.emb(codes).reshape(len(key), R * L, self.d)  # eq. 8: Lookup(H_ret)
-        ret_pad = pad[:, :, None].expand(-1, -1, L).reshape(len(key), R * L)
-        return {**state, "ret": ret, "ret_pad": ret_pad, "ret_len": (~pad).sum(1)}
+        n, R, L = codes.shape
+        ids = self.emb.ids(codes).reshape(n, R * L)
+        ret_pad = pad[:, :, None].expand(n, R, L).reshape(n, R * L)
+        count = torch.zeros(n, len(self.emb.level_of), device=ids.device)
+        count.scatter_add_(1, ids, (~ret_pad).float())
+        log_count = count.clamp_min(1).log().masked_fill(count == 0, float("-inf"))
+        return {**state, "ret_pair": torch.arange(n, device=key.device), "ret_ids": ids,
+                "ret_pad": ret_pad, "ret_bias": log_count, "ret_len": (~pad).sum(1)}
+
+    def ret_len(self, state: dict) -> torch.Tensor:
+        """Retrieved items per decoder row (N,)."""
+        return state["ret_len"][state["ret_pair"]]
 
     def teacher_state(self, state, batch):
         if not self.hard_search:
@@ -143,28 +165,34 @@ class Glass(Tiger):
         row = torch.arange(batch["target"].shape[0], device=batch["target"].device)
         return self.with_retrieval(state, batch["target"][:, 0], row)  # ground-truth first code
 
-    def expand_state(self, state, beams: int):
-        out = {k: v.repeat_interleave(beams, 0) for k, v in state.items()
-               if k not in ("long_codes", "long_offsets")}
-        if self.hard_search:  # retrieval indexes the per-sample history through `row`
-            out["long_codes"], out["long_offsets"] = state["long_codes"], state["long_offsets"]
-            out["beams"] = beams
-        return out
+    row_keys = ("ret_pair",)  # a beam inherits its parent's first code, hence its retrieval
 
     def after_step(self, state, prefix, batch, beams: int):
-        if not self.hard_search:
+        """After the first step, retrieve once per beam with its own generated first code
+        (never the ground truth); later beams inherit it with their parent (``select``)."""
+        if not self.hard_search or "ret_ids" in state:
             return state
         row = torch.arange(len(prefix), device=prefix.device) // beams
-        key = prefix[:, 0].clamp_min(0)  # each beam's own generated first code
-        return self.with_retrieval(state, key, row)
+        return self.with_retrieval(state, prefix[:, 0].clamp_min(0), row)
 
-    def run_decoder(self, x, state):
-        ret, ret_pad = state.get("ret"), state.get("ret_pad")
-        for layer in self.decoder:
-            if self.hard_search:
-                x = layer(x, state["mem"], state["mem_pad"], ret, ret_pad, self.inspect)
-            else:
-                x = layer(x, state["mem"], state["mem_pad"])
-        if self.inspect is not None and ret is not None:
-            self.inspect.append({"ret_len": state["ret_len"]})
+    def run_decoder(self, x, state, start: int = 0):
+        if not self.hard_search:
+            return super().run_decoder(x, state, start)
+        ctx = {"mask": state["mask"]}
+        if "ret_ids" in state:
+            use = torch.ones(1, x.shape[1], 1, dtype=x.dtype, device=x.device)
+            if start == 0:  # position 0 (BOS) has no key yet: short-term stream alone
+                use[:, 0] = 0
+            pair = state["ret_pair"]
+            rows = (state["ret_len"][pair] > 0).nonzero().squeeze(1)  # one host sync per step
+            pair = pair[rows]
+            ctx.update(table=self.emb.table(), ret_rows=rows, ret_bias=state["ret_bias"][pair],
+                       use=use)
+            if self.inspect is not None:
+                ctx.update(ret_ids=state["ret_ids"][pair], ret_pad=state["ret_pad"][pair])
+        caches = state.get("cache") or [None] * len(self.decoder)
+        for layer, kv, cache in zip(self.decoder, state["kv"], caches):
+            x = layer(x, {**ctx, "kv": kv, "cache": cache}, self.inspect)
+        if self.inspect is not None and "ret_len" in state:
+            self.inspect.append({"ret_len": self.ret_len(state)})
         return self.dec_norm(x)
