@@ -137,7 +137,8 @@ class ModelConfig:
     ff: int = 256
     enc_layers: int = 2
     dec_layers: int = 2
-    dropout: float = 0.1
+    dropout: float = 0.1  # embeddings and every sub-layer output (Vaswani et al. §5.4)
+    attn_dropout: float = 0.0  # attention probabilities; > 0 forces unfused attention on CPU
     # GLASS (§4); with every switch off GLASS is TIGER
     variant: str | None = None  # label of the ablation row (see VARIANTS)
     sid_tier: bool = True  # §4.1: K0 × N tier counts -> MLP -> one encoder token
@@ -145,7 +146,7 @@ class ModelConfig:
     tier_scale: str = "log1p"  # "log1p" or "raw" counts into the MLP
     tier_hidden: int = 20  # GLASS Table 2: SIDTier MLP dimension
     hard_search: bool = True  # §4.2: retrieval cross-attention + gate after the first step
-    retrieve_max: int = 64  # most recent retrieved items kept
+    retrieve_max: int | None = None  # None: every same-first-code item (eq. 7); else the most recent
     gate: str = "learned"  # "learned" (eq. 12) or "fixed" (g = 0.5, §5.4)
     neighbours: bool = False  # §4.3.1: merge the top-k neighbour codes' items when few
     neighbour_k: int = 4
@@ -159,15 +160,19 @@ class ModelConfig:
             raise ConfigError(f"model.tier_scale must be log1p or raw, got {self.tier_scale!r}")
         if self.gate not in ("learned", "fixed"):
             raise ConfigError(f"model.gate must be learned or fixed, got {self.gate!r}")
-        for name in ("tiers", "tier_hidden", "retrieve_max", "neighbour_k"):
+        for name in ("tiers", "tier_hidden", "neighbour_k"):
             _positive(f"model.{name}", getattr(self, name))
+        if self.retrieve_max is not None:
+            _positive("model.retrieve_max", self.retrieve_max)
         _positive("model.tau", self.tau, allow_zero=True)
         if self.name not in MODELS:
             raise ConfigError(f"model.name: unknown model {self.name!r}; choose one of {MODELS}")
         for name in ("d_model", "heads", "head_dim", "ff", "enc_layers", "dec_layers"):
             _positive(f"model.{name}", getattr(self, name))
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must lie in [0, 1), got {self.dropout!r}")
+        for name in ("dropout", "attn_dropout"):
+            value = getattr(self, name)
+            if not (isinstance(value, float | int) and 0.0 <= value < 1.0):
+                raise ConfigError(f"model.{name} must lie in [0, 1), got {value!r}")
 
 
 @dataclass
@@ -183,7 +188,7 @@ class TrainConfig:
     ks: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 20])  # GLASS Table 3
     eval_batch_size: int = 256
     device: str = "auto"  # auto: cuda, then mps, then cpu
-    amp: str = "auto"  # auto: bf16 autocast on CUDA only; "bf16": also on CPU; "off"
+    amp: str = "auto"  # training autocast: auto = bf16 on CUDA and bf16-native CPUs; bf16; off
     threads: int = 0  # CPU threads for torch (0: leave torch's default)
 
     def validate(self) -> None:

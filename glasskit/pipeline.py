@@ -47,9 +47,12 @@ def model_and_batcher(cfg: Config, ds: Dataset, table: SidTable, device):
     import torch
 
     from glasskit.batching import Batcher
+    from glasskit.device import tune_cpu_allocator
     from glasskit.models import build_model
     from glasskit.tokenize import cosine_table, neighbour_codes, prototypes
 
+    if torch.device(device).type == "cpu":
+        tune_cpu_allocator()
     m = cfg.model
     extras, tier = {}, None
     if m.name == "glass":

@@ -27,7 +27,7 @@ from glasskit.batching import Batcher
 from glasskit.config import Config
 from glasskit.data import Dataset
 from glasskit.decode import beam_search
-from glasskit.device import resolve_device
+from glasskit.device import cpu_bf16_native, resolve_device
 from glasskit.errors import GlasskitError
 from glasskit.io import atomic_write
 from glasskit.metrics import (
@@ -37,7 +37,6 @@ from glasskit.metrics import (
     level_accuracy,
     ranking_metrics,
 )
-from glasskit.models.tiger import sid_loss
 from glasskit.pipeline import load, model_and_batcher
 from glasskit.runs import Run, create_run, run_name, runs_root
 from glasskit.tokenize import SidTable
@@ -47,11 +46,46 @@ class Interrupted(Exception):
     """Raised by ``stop_after`` to simulate an interruption (tests)."""
 
 
+def train_precision(device: torch.device, amp: str) -> str:
+    """"bf16" or "fp32": ``amp`` auto takes bf16 on CUDA and on CPUs that multiply bf16
+    natively (AVX512-BF16, AMX), where bench/bench_throughput.py measures it faster."""
+    if amp == "bf16" or (amp == "auto" and (device.type == "cuda"
+                                            or (device.type == "cpu" and cpu_bf16_native()))):
+        return "bf16"
+    return "fp32"
+
+
 def autocast(device: torch.device, amp: str):
-    use = amp == "bf16" or (amp == "auto" and device.type == "cuda")
-    if not use:
+    """bf16 autocast for training (see :func:`train_precision`). Evaluation never autocasts:
+    it ranks in fp32, and the output heads project in fp32 even under autocast."""
+    if train_precision(device, amp) != "bf16":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW over every parameter (fused kernels on CUDA)."""
+    fused = next(model.parameters()).device.type == "cuda"
+    return torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
+                             weight_decay=cfg.train.weight_decay, fused=fused or None)
+
+
+def train_step(net: torch.nn.Module, batch: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
+               cfg: Config, device: torch.device, model: torch.nn.Module | None = None
+               ) -> torch.Tensor:
+    """One optimisation step: the model's loss under the configured autocast, backward,
+    gradient clipping, AdamW. ``net`` may be the DDP wrapper of ``model``. Returns the loss
+    (a tensor, so the caller decides when to synchronise)."""
+    model = model or net
+    with autocast(device, cfg.train.amp):
+        loss = net(batch, loss=True)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.train.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip,
+                                       foreach=True)
+    opt.step()
+    return loss.detach()
 
 
 def primary_ranking(ds: Dataset) -> str:
@@ -78,15 +112,13 @@ def evaluate(model, batcher: Batcher, split: str, cfg: Config, masked: bool,
         idx = np.arange(start, min(n, start + t.eval_batch_size))
         batch = batcher.batch(split, idx)
         seen = batcher.seen(split, idx) if masked else None
-        with autocast(device, t.amp):
-            res = beam_search(model, batch, index, t.beam, max(t.ks), seen=seen)
+        res = beam_search(model, batch, index, t.beam, max(t.ks), seen=seen)
         ranked.append(res.items.cpu().numpy())
         targets.append(batch["target_item"].cpu().numpy())
         if full:
             beams.append([b.cpu().numpy() for b in res.trace])
-            with autocast(device, t.amp):
-                g = beam_search(model, batch, index, 1, 1)
-                logits = model(batch)
+            g = beam_search(model, batch, index, 1, 1)
+            logits = model(batch)
             greedy.append(g.trace[-1][:, 0].cpu().numpy())
             argmax.append(torch.stack([lg.argmax(-1) for lg in logits], 1).cpu().numpy())
             gold.append(batch["target"].cpu().numpy())
@@ -139,8 +171,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
     torch.manual_seed(cfg.seed)
     model, batcher = model_and_batcher(cfg, ds, table, device)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
-                            weight_decay=cfg.train.weight_decay)
+    opt = make_optimizer(model, cfg)
     n_train = len(ds.splits["train"]) // world
     steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
     total = steps_per_epoch * cfg.train.epochs
@@ -175,23 +206,18 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
                                   seed=cfg.seed * 1000 + epoch, shard=(rank, world))
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                    disable=not progress or rank != 0, leave=False)
-        total_loss, seen_samples = 0.0, 0
+        total_loss, seen_samples = torch.zeros((), device=device), 0
         for step, (idx, batch) in enumerate(bar):
             if step >= steps_per_epoch or seen_samples >= usable:
                 break
-            with autocast(device, cfg.train.amp):
-                loss = sid_loss(net(batch), batch["target"])  # through DDP's forward when wrapped
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            opt.step()
+            loss = train_step(net, batch, opt, cfg, device, model)  # through DDP when wrapped
             sched.step()
-            total_loss += float(loss.detach()) * len(idx)
+            total_loss += loss * len(idx)
             seen_samples += len(idx)
-            bar.set_postfix(loss=f"{total_loss / seen_samples:.3f}")
+            if step % 20 == 0:  # a host sync: not every step
+                bar.set_postfix(loss=f"{float(total_loss) / seen_samples:.3f}")
         state["seconds"] += time.time() - t0
-        record = {"epoch": epoch + 1, "loss": total_loss / max(1, seen_samples),
+        record = {"epoch": epoch + 1, "loss": float(total_loss) / max(1, seen_samples),
                   "lr": sched.get_last_lr()[0], "train_seconds": time.time() - t0}
         if rank == 0:
             valid = evaluate(model, batcher, "valid", cfg, masked)
@@ -223,7 +249,8 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
         model.load_state_dict(final["model"])
         metrics = final_metrics(model, batcher, cfg, ds)
         run.log_metrics(**metrics, train_seconds=state["seconds"], world_size=world,
-                        device=str(device), best_epoch=final["state"]["epoch"] - final["state"]["bad"])
+                        device=str(device), train_precision=train_precision(device, cfg.train.amp),
+                        best_epoch=final["state"]["epoch"] - final["state"]["bad"])
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

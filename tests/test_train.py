@@ -107,3 +107,28 @@ def test_ddp_on_gloo_with_two_processes(tmp_path):
     m = Run(tmp_path / "ddp").metrics()
     assert m["world_size"] == 2 and m["epochs_run"] == 2
     assert 0 <= m["test"]["masked"]["hit@20"] <= 1
+
+
+def test_evaluation_ranks_in_fp32_whatever_the_training_autocast(tmp_path):
+    """A model trained under bf16 autocast ranks every user identically (top-20 lists and all
+    level metrics) whether its config says amp=bf16 or amp=off: evaluation never autocasts and
+    the heads project in fp32 even inside an autocast region."""
+    import torch
+
+    from glasskit.config import apply_variant
+    from glasskit.train import evaluate, load_run_model
+
+    cfg = apply_variant(gk.profile("smoke", **{"train.amp": "bf16", "train.epochs": 2}),
+                        "sidtier+shs")
+    run = train(cfg, out=tmp_path / "bf16", progress=False)
+    assert run.metrics()["train_precision"] == "bf16"
+    model, batcher, _, cfg = load_run_model(run, "cpu")
+    off = cfg.replace(**{"train.amp": "off"})
+    for split in ("valid", "test"):
+        a = evaluate(model, batcher, split, cfg, masked=True, full=True)
+        b = evaluate(model, batcher, split, off, masked=True, full=True)
+        assert a == b
+    batch = batcher.batch("test", np.arange(8))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(batch)
+    assert all(lg.dtype == torch.float32 for lg in logits)
