@@ -63,13 +63,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra["tokenizer.codebooks"] = _int_list(args.codebooks, "--codebooks")
     if args.device:
         extra["train.device"] = args.device
-    if args.epochs:
+    if args.epochs is not None:
         extra["train.epochs"] = args.epochs
     cfg = _config(args, **extra)
     if args.variant:
         if args.model != "glass":
             raise GlasskitError("--variant applies to --model glass")
         cfg = apply_variant(cfg, args.variant)
+    if args.set:
+        cfg = cfg.replace(**_overrides(args.set))
     run = train(cfg, out=args.out, resume=not args.fresh, progress=not args.quiet)
     if run is None:  # a non-zero rank of a distributed run: rank 0 reports
         return 0
@@ -77,6 +79,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(json.dumps({"run": str(run.path), "primary": m.get("primary"),
                       "test": m.get("test", {}).get(m.get("primary", "masked"))}))
     return 0
+
+
+def _overrides(items: list[str]) -> dict[str, Any]:
+    """``--set section.key=value`` pairs. Values are read as YAML (64, 0.5, null, [8, 8],
+    true), except that on/off/yes/no stay words (``--set train.amp=off``)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise GlasskitError(f"--set: expected section.key=value, got {item!r}")
+        if text.strip().lower() in ("on", "off", "yes", "no", "y", "n"):
+            out[key.strip()] = text.strip()
+            continue
+        try:
+            out[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise GlasskitError(f"--set {item!r}: value is not valid YAML ({e})") from None
+    return out
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -137,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default=None, choices=("auto", "cpu", "cuda", "mps"))
     tr.add_argument("--epochs", type=int, default=None)
     tr.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>-<hash>)")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="any config value, e.g. --set model.retrieve_max=64 --set train.amp=off")
     tr.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=cmd_train)

@@ -102,7 +102,7 @@ def list_runs(root: str | Path | None = None) -> pd.DataFrame:
             continue
         run = Run(p)
         row = {"path": str(p), **run.info}
-        for key, value in _flatten(run.metrics()).items():
+        for key, value in flatten(run.metrics()).items():
             if isinstance(value, int | float):
                 row[key] = value
         rows.append(row)
@@ -113,12 +113,13 @@ def list_runs(root: str | Path | None = None) -> pd.DataFrame:
     return df
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict with ``a/b/c`` keys."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "/"))
+            out.update(flatten(v, key + "/"))
         else:
             out[key] = v
     return out

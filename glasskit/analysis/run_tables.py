@@ -7,9 +7,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from glasskit.config import VARIANTS
+from glasskit.config import VARIANTS, Config, apply_variant, profile
 from glasskit.errors import GlasskitError
-from glasskit.runs import Run
+from glasskit.runs import Run, flatten
 
 
 def training_curves(run: Run) -> go.Figure:
@@ -52,13 +52,29 @@ def level_table(metrics: dict, split: str = "test") -> pd.DataFrame:
 
 
 def row_label(run: Run) -> str:
-    """The ablation row a run belongs to: its GLASS variant, or its model's name."""
-    model = run.config.model
+    """The ablation row a run belongs to: its GLASS variant or its model's name, followed by
+    every setting that departs from its profile's, e.g. ``sidtier+shs [model.retrieve_max=64]``."""
+    cfg = run.config
+    model = cfg.model
     if model.name == "glass":
-        if model.variant == "tiger":
-            return "tiger (glass, switches off)"
-        return model.variant or "glass (custom switches)"
-    return model.name
+        base = "tiger (glass, switches off)" if model.variant == "tiger" else (
+            model.variant or "glass (custom switches)")
+    else:
+        base = model.name
+    diff = config_diff(cfg)
+    return f"{base} [{', '.join(diff)}]" if diff else base
+
+
+def config_diff(cfg: Config) -> list[str]:
+    """``key=value`` for every setting of ``cfg`` that differs from its profile (with the same
+    dataset, model and variant), seed excluded."""
+    ref = profile(cfg.profile, **{"data.dataset": cfg.data.dataset, "data.data_dir": cfg.data.data_dir,
+                                  "model.name": cfg.model.name})
+    if cfg.model.variant is not None:
+        ref = apply_variant(ref, cfg.model.variant)
+    want, have = flatten(ref.to_dict()), flatten(cfg.to_dict())
+    return [f"{k.replace('/', '.')}={have[k]}" for k in sorted(have)
+            if k != "seed" and have[k] != want.get(k)]
 
 
 def _row_order(label: str) -> int:
