@@ -83,13 +83,16 @@ class SyntheticConfig:
 
 @dataclass
 class EmbedConfig:
-    method: str = "auto"  # "minilm" (sentence-transformers), "tfidf" (TF-IDF + SVD) or "auto"
-    dim: int = 64  # output dimension of the TF-IDF + SVD fallback
+    # "minilm" (sentence-transformers), "tfidf" (TF-IDF + SVD), "interactions" (SVD of the
+    # training interactions: no content needed) or "auto" (shipped > minilm > interactions)
+    method: str = "auto"
+    dim: int = 64  # output dimension of tfidf and interactions
     batch_size: int = 128
 
     def validate(self) -> None:
-        if self.method not in ("auto", "minilm", "tfidf"):
-            raise ConfigError(f"embed.method must be auto, minilm or tfidf, got {self.method!r}")
+        if self.method not in ("auto", "minilm", "tfidf", "interactions"):
+            raise ConfigError(f"embed.method must be auto, minilm, tfidf or interactions, "
+                              f"got {self.method!r}")
         _positive("embed.dim", self.dim)
         _positive("embed.batch_size", self.batch_size)
 

@@ -5,13 +5,20 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from glasskit.config import Config
 from glasskit.data import sources, synthetic
-from glasskit.data.embeddings import embed_texts, item_texts
+from glasskit.data.embeddings import (
+    ACCEPTED,
+    embed_texts,
+    has_text,
+    interaction_embeddings,
+    item_texts,
+)
 from glasskit.data.raw import RawData
 from glasskit.data.sequences import (
     PAD,
@@ -27,6 +34,7 @@ from glasskit.data.sequences import (
     window_bounds,
 )
 from glasskit.errors import DataError
+from glasskit.io import fingerprint
 
 __all__ = [
     "PAD", "Dataset", "RawData", "Samples", "Sequences", "build_sequences", "check_no_leakage",
@@ -62,6 +70,7 @@ class Dataset:
     seqs: Sequences
     splits: dict[str, Samples]
     _embeddings: np.ndarray | None = field(default=None, repr=False)
+    _fingerprint: str | None = field(default=None, repr=False)
 
     @property
     def short_len(self) -> int:
@@ -76,18 +85,52 @@ class Dataset:
         out.update(sequence_stats(self.seqs, self.splits, self.short_len, self.long_max))
         return out
 
+    @property
+    def fingerprint(self) -> str:
+        """Digest of what this dataset was built from, by content: the cleaned interactions,
+        the item table and any shipped embeddings. Caches and runs are keyed on it, so data
+        edited in place never meets a result built from its old contents."""
+        if self._fingerprint is None:
+            shipped = self.raw.embeddings or (np.zeros(0), np.zeros(0))
+            self._fingerprint = fingerprint(self.raw.name, self.raw.interactions, self.raw.items,
+                                            *shipped)
+        return self._fingerprint
+
     def texts(self) -> list[str]:
         return item_texts(self.raw.items, self.seqs.item_ids)
 
     def embeddings(self) -> np.ndarray:
-        """``(n_items, d)`` content embeddings in item-index order (shipped ones if the data has
-        them, else computed from item text and cached)."""
+        """``(n_items, d)`` item embeddings in item-index order: shipped ones if the data has
+        them, else from item text (``embed.method``), else (data without text, or
+        ``embed.method: interactions``) a factorisation of the training interactions. Cached
+        by content."""
         if self._embeddings is None:
-            if self.raw.embeddings is not None:
+            method = self.cfg.embed.method
+            if self.raw.embeddings is not None and method != "interactions":
                 self._embeddings = _align(self.raw.embeddings, self.seqs.item_ids, self.raw.name)
+            elif method == "interactions" or (method == "auto" and not has_text(self.raw.items)):
+                if method == "auto":
+                    warnings.warn(f"{self.raw.name}: no item text or shipped embeddings; using "
+                                  "content-free embeddings from the training interactions "
+                                  "(embed.method: interactions)", stacklevel=2)
+                users, items = self.training_interactions()
+                self._embeddings = interaction_embeddings(users, items, self.seqs.n_items,
+                                                          self.cfg.embed.dim, self.cfg.seed)
+            elif not has_text(self.raw.items):
+                raise DataError(f"{self.raw.name}: embed.method {method!r} needs item text, and "
+                                f"the data has none; accepted item inputs: {ACCEPTED}")
             else:
                 self._embeddings = embed_texts(self.texts(), self.cfg.embed, self.cfg.seed)
         return self._embeddings
+
+    def training_interactions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(user index, item index) of every interaction of the training split: all but each
+        user's last two (the validation and test targets)."""
+        seqs = self.seqs
+        keep = np.repeat(seqs.lengths - 2, seqs.lengths)
+        pos = np.arange(len(seqs.items)) - np.repeat(seqs.offsets[:-1], seqs.lengths)
+        users = np.repeat(np.arange(seqs.n_users), seqs.lengths)
+        return users[pos < keep], seqs.items[pos < keep]
 
 
 def _align(shipped: tuple[np.ndarray, np.ndarray], item_ids: np.ndarray, name: str) -> np.ndarray:

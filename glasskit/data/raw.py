@@ -34,6 +34,8 @@ class RawData:
 def read_table(path: Path, required: tuple[str, ...], **kwargs) -> pd.DataFrame:
     """Read a delimited file, failing with the file and the missing column named."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a file")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
@@ -73,6 +75,11 @@ def clean_interactions(df: pd.DataFrame, source: str, duplicates: str = "drop") 
         if df[col].isna().any():
             row = int(np.flatnonzero(df[col].isna().to_numpy())[0])
             raise DataError(f"{source}: column {col!r} is empty in row {row}")
+    bad = ~np.isfinite(df["timestamp"].to_numpy(dtype=np.float64))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{source}: column 'timestamp' must be finite; row {row} holds "
+                        f"{float(df['timestamp'].iloc[row])}")
     for col in ("rating", "label"):
         if col in df.columns:
             df[col] = numeric_column(df, col, source)

@@ -173,27 +173,41 @@ def load_csv(data_dir: str | Path, duplicates: str = "drop") -> RawData:
     - ``items.csv`` (optional): ``item_id`` plus any text columns;
     - ``item_embeddings.npy`` (optional) with ``item_embeddings_ids.csv`` (column ``item_id``)
       giving the item of each row.
+
+    User and item ids are read as text in every file and matched exactly (``7`` and ``007``
+    are different items), so one non-numeric id never detaches the other files. Without item
+    text or embeddings the tokenizer embeds items from the training interactions.
     """
     root = _need_dir(data_dir, "csv")
     path = root / "interactions.csv"
-    inter = read_table(path, ("user_id", "item_id", "timestamp"))
+    ids = {"user_id": str, "item_id": str}
+    inter = read_table(path, ("user_id", "item_id", "timestamp"), dtype=ids)
     keep = ["user_id", "item_id", "timestamp"] + [c for c in ("rating", "label") if c in inter]
     inter = inter[keep].rename(columns={"user_id": "user", "item_id": "item"})
     inter = clean_interactions(inter, str(path), duplicates)
-    if (root / "items.csv").is_file():
-        items = read_table(root / "items.csv", ("item_id",)).rename(columns={"item_id": "item"})
+    if (root / "items.csv").exists():
+        items = read_table(root / "items.csv", ("item_id",), dtype={"item_id": str})
+        items = items.rename(columns={"item_id": "item"})
         text = [c for c in items.columns if c != "item"]
         items[text] = items[text].fillna("").astype(str)
+        known = np.isin(np.unique(inter["item"].to_numpy()), items["item"].to_numpy())
+        if not known.any():
+            raise DataError(f"{root / 'items.csv'}: no item_id matches an item of {path} (ids are "
+                            f"matched as text), e.g. {items['item'].iloc[:3].tolist()} vs "
+                            f"{inter['item'].iloc[:3].tolist()}")
+        if not known.all():
+            warnings.warn(f"{root / 'items.csv'}: {int((~known).sum())} of {len(known)} items of "
+                          f"{path.name} have no row here", stacklevel=2)
     else:
         items = pd.DataFrame({"item": np.unique(inter["item"].to_numpy())})
     embeddings = None
     emb_path = root / "item_embeddings.npy"
-    if emb_path.is_file():
+    if emb_path.exists():
         ids_path = root / "item_embeddings_ids.csv"
-        ids = read_table(ids_path, ("item_id",))["item_id"].to_numpy()
+        ids = read_table(ids_path, ("item_id",), dtype={"item_id": str})["item_id"].to_numpy()
         try:
             matrix = np.load(emb_path, allow_pickle=False)
-        except ValueError as e:
+        except (ValueError, OSError, EOFError) as e:
             raise DataError(f"{emb_path}: not a readable .npy array ({e})") from e
         if matrix.ndim != 2 or len(matrix) != len(ids):
             raise DataError(f"{emb_path}: shape {matrix.shape} does not match the {len(ids)} ids "
