@@ -1,8 +1,12 @@
-"""Atomic file writes: a crash mid-write never leaves a half-written artifact behind."""
+"""Files: atomic writes (a crash mid-write never leaves a half-written artifact), strict JSON
+(non-finite numbers are written as ``null``), reads that name a damaged file, and content
+fingerprints that key caches and runs on what their inputs hold, not where they live."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -34,11 +38,54 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n")
+    """Strict JSON: NaN and infinities (e.g. a CRP level no sample reached) become ``null``."""
+    text = json.dumps(finite(obj), indent=2, sort_keys=True, default=json_default, allow_nan=False)
+    return write_text(path, text + "\n")
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (JSON ``null``: undefined)."""
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return finite(obj.tolist())
+    return obj
+
+
+def read_json(path: str | Path, what: str = "") -> Any:
+    """Parse a JSON file; a damaged one raises a GlasskitError naming it (and ``what`` to do)."""
+    from glasskit.errors import GlasskitError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GlasskitError(f"{path}: damaged JSON ({e}){'; ' + what if what else ''}") from None
+
+
+def fingerprint(*parts: Any) -> str:
+    """16-hex-digit digest of arrays, data frames, strings and JSON-able values, by content."""
+    import pandas as pd
+
+    h = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        if isinstance(part, pd.DataFrame):
+            h.update(json.dumps([list(map(str, part.columns)), [str(t) for t in part.dtypes]]).encode())
+            h.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
+        elif isinstance(part, np.ndarray):
+            a = np.ascontiguousarray(part)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes() if a.dtype != object else "\x1f".join(map(str, a.ravel())).encode())
+        elif isinstance(part, bytes):
+            h.update(part)
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=json_default).encode())
+        h.update(b"\x1e")
+    return h.hexdigest()
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> Path:
@@ -78,8 +125,6 @@ def cache_dir() -> Path:
 
 
 def sha256_file(path: str | Path) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -9,13 +9,9 @@ from glasskit.data import Dataset, prepare, window_bounds
 from glasskit.tokenize import SidTable, load_or_build, same_first_code_counts
 
 
-def tokenizer_key(cfg: Config) -> str:
-    """Everything the SID table depends on: the data, its embeddings, the tokenizer and seed."""
-    return f"{cfg.hash('data', 'synthetic', 'embed', 'tokenizer')}-s{cfg.seed}"
-
-
 def tokenize_dataset(ds: Dataset) -> SidTable:
-    return load_or_build(ds.embeddings(), ds.cfg.tokenizer, ds.cfg.seed, tokenizer_key(ds.cfg))
+    """The dataset's SID table (cached by the content of its embeddings, see load_or_build)."""
+    return load_or_build(ds.embeddings(), ds.cfg.tokenizer, ds.cfg.seed)
 
 
 def load(cfg: Config) -> tuple[Dataset, SidTable]:
@@ -36,7 +32,7 @@ def resizing_study(ds: Dataset, first_sizes: list[int], split: str = "test") -> 
     out = {}
     for k0 in first_sizes:
         cfg = ds.cfg.replace(**{"tokenizer.codebooks": [k0, *ds.cfg.tokenizer.codebooks[1:]]})
-        table = load_or_build(ds.embeddings(), cfg.tokenizer, cfg.seed, tokenizer_key(cfg))
+        table = load_or_build(ds.embeddings(), cfg.tokenizer, cfg.seed)
         out[k0] = retrieval_lengths(ds, table.first, split)
     return out
 

@@ -7,10 +7,15 @@ earlier run or leaves a half-written one in ``list_runs()``.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +41,7 @@ class Run:
 
     @property
     def info(self) -> dict[str, Any]:
-        return read_json(self.path / "run.json")
+        return read_json(self.path / "run.json", "the run's identity is lost; retrain it")
 
     @property
     def config(self) -> Config:
@@ -46,7 +51,8 @@ class Run:
 
     def metrics(self) -> dict[str, Any]:
         p = self.path / "metrics.json"
-        return read_json(p) if p.is_file() else {}
+        return read_json(p, f"re-create it with `python -m glasskit train --out {self.path}` "
+                            "(a finished run re-evaluates its best checkpoint)") if p.is_file() else {}
 
     def log_metrics(self, **metrics: Any) -> None:
         """Merge ``metrics`` into metrics.json (atomically)."""
@@ -60,11 +66,13 @@ class Run:
 
 
 def create_run(cfg: Config, kind: str, name: str | None = None,
-               root: str | Path | None = None, overwrite: bool = False) -> Run:
-    """Create ``root/name`` (default ``{kind}-{dataset}-{hash}-s{seed}``) holding the config."""
+               root: str | Path | None = None, overwrite: bool = False,
+               data_fingerprint: str | None = None) -> Run:
+    """Create ``root/name`` (default :func:`run_name`) holding the config and the fingerprint of
+    the data it is built from."""
     root = Path(root) if root is not None else runs_root()
     root.mkdir(parents=True, exist_ok=True)
-    name = name or run_name(cfg, kind)
+    name = name or run_name(cfg, kind, data_fingerprint)
     final = root / name
     if final.exists() and not overwrite:
         raise GlasskitError(f"{final}: run exists (pass overwrite=True to replace it)")
@@ -73,8 +81,9 @@ def create_run(cfg: Config, kind: str, name: str | None = None,
     try:
         cfg.to_yaml(tmp / "config.yaml")
         write_json(tmp / "run.json", {"name": name, "kind": kind, "created": time.time(),
-                                      "config_hash": cfg.hash(), "profile": cfg.profile,
-                                      "dataset": cfg.data.dataset, "seed": cfg.seed})
+                                      "config_hash": cfg.hash(), "data_fingerprint": data_fingerprint,
+                                      "profile": cfg.profile, "dataset": cfg.data.dataset,
+                                      "seed": cfg.seed})
         if final.exists():
             old = root / f".{name}.old-{os.getpid()}"
             os.replace(final, old)
@@ -88,8 +97,49 @@ def create_run(cfg: Config, kind: str, name: str | None = None,
     return Run(final)
 
 
-def run_name(cfg: Config, kind: str) -> str:
-    return f"{kind}-{cfg.data.dataset}-{cfg.hash()[:8]}-s{cfg.seed}"
+def run_name(cfg: Config, kind: str, data_fingerprint: str | None = None) -> str:
+    """``{kind}-{dataset}-{config hash}[-{data fingerprint}]-s{seed}``: a run is keyed on its
+    config and on the content of its data."""
+    data = f"-{data_fingerprint[:6]}" if data_fingerprint else ""
+    return f"{kind}-{cfg.data.dataset}-{cfg.hash()[:8]}{data}-s{cfg.seed}"
+
+
+@contextlib.contextmanager
+def run_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder ``path`` (a ``.{name}.lock`` file beside it,
+    released by the kernel however the process ends). A second process gets an error naming
+    the holder. POSIX only; elsewhere runs are not locked."""
+    path = Path(path)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.parent / f".{path.name}.lock"
+    with open(lock, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            try:
+                who = json.loads(f.read() or "{}")
+            except json.JSONDecodeError:
+                who = {}
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(who.get("since", 0)))
+            raise GlasskitError(
+                f"{path}: in use by process {who.get('pid', '?')} on {who.get('host', '?')} since "
+                f"{since} ({who.get('command', '?')}); wait for it to finish or choose another --out"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                            "command": " ".join(sys.argv)[:300]}))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def list_runs(root: str | Path | None = None) -> pd.DataFrame:

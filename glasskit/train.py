@@ -15,6 +15,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from glasskit.metrics import (
     ranking_metrics,
 )
 from glasskit.pipeline import load, model_and_batcher
-from glasskit.runs import Run, create_run, run_name, runs_root
+from glasskit.runs import Run, create_run, run_lock, run_name, runs_root
 from glasskit.tokenize import SidTable
 
 
@@ -155,7 +156,12 @@ def _dist_info() -> tuple[int, int, int]:
 def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
           progress: bool = True, stop_after: int | None = None) -> Run | None:
     """Train ``cfg.model`` and evaluate it; returns the run (config, checkpoints, metrics), or
-    None on the non-zero ranks of a distributed run."""
+    None on the non-zero ranks of a distributed run.
+
+    The run folder (``out``, default ``runs/<model>-<data>-<config hash>-<data fingerprint>``)
+    is locked while training. A folder holding this config's run on this data is resumed (or
+    reused when finished); one made from another config or from other data is refused (pass
+    ``resume=False``, ``--fresh``, to retrain into it)."""
     cfg.validate()
     rank, world, local_rank = _dist_info()
     device = resolve_device(cfg.train.device)
@@ -168,6 +174,15 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     ds, table = load(cfg)
+    path = Path(out) if out else runs_root() / run_name(cfg, cfg.model.name, ds.fingerprint)
+    lock = run_lock(path) if rank == 0 else contextlib.nullcontext()
+    with lock:
+        return _train(cfg, ds, table, path, device, resume, progress, stop_after)
+
+
+def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.device,
+           resume: bool, progress: bool, stop_after: int | None) -> Run | None:
+    rank, world, _ = _dist_info()
     torch.manual_seed(cfg.seed)
     model, batcher = model_and_batcher(cfg, ds, table, device)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -178,16 +193,15 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: _schedule(s, cfg.train.warmup_steps, total))
 
-    run = _open_run(cfg, out, resume, rank)
+    run = _open_run(cfg, path, resume, ds.fingerprint) if rank == 0 else None
     masked = primary_ranking(ds) == "masked"
     state = {"epoch": 0, "best": -1.0, "bad": 0, "history": [], "seconds": 0.0}
-    last = run.path / "last.pt" if run else None
     if world > 1:
         path_box = [str(run.path) if run else None]
         dist.broadcast_object_list(path_box, src=0)
-        last = Path(path_box[0]) / "last.pt"
-    if resume and last is not None and last.is_file():
-        ckpt = load_checkpoint(last, cfg, device)
+        path = Path(path_box[0])
+    ckpt = _resume_from(path, cfg, device, ds.fingerprint) if resume else None
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         sched.load_state_dict(ckpt["sched"])
@@ -227,10 +241,10 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
             state["epoch"] = epoch + 1
             if score > state["best"]:
                 state["best"], state["bad"] = score, 0
-                _save(run.path / "best.pt", checkpoint(model, opt, sched, state, cfg))
+                _save(run.path / "best.pt", checkpoint(model, opt, sched, state, cfg, ds))
             else:
                 state["bad"] += 1
-            _save(run.path / "last.pt", checkpoint(model, opt, sched, state, cfg))
+            _save(run.path / "last.pt", checkpoint(model, opt, sched, state, cfg, ds))
             run.log_metrics(history=state["history"], epochs_run=state["epoch"])
             if progress:
                 print(f"epoch {epoch + 1}: loss {record['loss']:.4f} valid ndcg@10 {score:.4f} "
@@ -245,7 +259,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
             raise Interrupted(f"stopped after epoch {state['epoch']}")
 
     if rank == 0:
-        final = load_checkpoint(run.path / "best.pt", cfg, device)
+        final = load_checkpoint(run.path / "best.pt", cfg, device, ds.fingerprint)
         model.load_state_dict(final["model"])
         metrics = final_metrics(model, batcher, cfg, ds)
         run.log_metrics(**metrics, train_seconds=state["seconds"], world_size=world,
@@ -269,43 +283,109 @@ def final_metrics(model, batcher: Batcher, cfg: Config, ds: Dataset) -> dict[str
     return out
 
 
-def checkpoint(model, opt, sched, state: dict, cfg: Config) -> dict:
+def checkpoint(model, opt, sched, state: dict, cfg: Config, ds: Dataset) -> dict:
+    """Tensors and plain data only, so that loading never needs to unpickle code."""
     return {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
             "state": {**state, "history": list(state["history"])}, "config_hash": cfg.hash(),
-            "model_name": cfg.model.name}
+            "data_fingerprint": ds.fingerprint, "model_name": cfg.model.name}
 
 
-def load_checkpoint(path: Path, cfg: Config, device: torch.device) -> dict:
+def load_checkpoint(path: Path, cfg: Config, device: torch.device,
+                    data_fingerprint: str | None = None) -> dict:
+    """A checkpoint of this config (and, when given, of this data), read with
+    ``weights_only=True``: a file holding anything but tensors and plain data is refused
+    before any of it runs."""
+    import pickle
+
     if not path.is_file():
         raise GlasskitError(f"{path}: checkpoint not found")
-    ckpt = torch.load(path, map_location=device, weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e):  # names a class or function to call: never run it
+            raise GlasskitError(f"{path}: refused: it holds objects other than tensors and plain "
+                                "data (glasskit never unpickles code from a run folder); delete "
+                                "it or retrain with --fresh") from None
+        raise DamagedCheckpoint(f"{path}: damaged checkpoint ({e})") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        why = (str(e).splitlines() or [type(e).__name__])[0]
+        raise DamagedCheckpoint(f"{path}: damaged checkpoint ({why})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise DamagedCheckpoint(f"{path}: not a glasskit checkpoint")
     if ckpt.get("config_hash") != cfg.hash():
         raise GlasskitError(f"{path}: checkpoint was written for another config "
                             f"(hash {ckpt.get('config_hash')}, this config {cfg.hash()})")
+    if data_fingerprint is not None and ckpt.get("data_fingerprint") != data_fingerprint:
+        raise GlasskitError(f"{path}: checkpoint was trained on other data (fingerprint "
+                            f"{ckpt.get('data_fingerprint')}, the data now {data_fingerprint}); "
+                            "retrain with --fresh")
     return ckpt
 
 
-def _open_run(cfg: Config, out: str | Path | None, resume: bool, rank: int) -> Run | None:
-    """The run directory: resumed when it holds this config's run, else created (replaced)."""
-    if rank != 0:
+class DamagedCheckpoint(GlasskitError):
+    """A checkpoint file that cannot be read (truncated, empty, not a checkpoint)."""
+
+
+def _resume_from(path: Path, cfg: Config, device: torch.device, data_fingerprint: str
+                 ) -> dict | None:
+    """The checkpoint to resume from: last.pt, or best.pt with a warning when last.pt is
+    damaged (resuming from the best epoch replays the later ones exactly: every epoch is
+    reseeded). None when the run has no checkpoint yet."""
+    last, best = path / "last.pt", path / "best.pt"
+    if not last.is_file():
         return None
-    path = Path(out) if out else runs_root() / run_name(cfg, cfg.model.name)
+    try:
+        return load_checkpoint(last, cfg, device, data_fingerprint)
+    except DamagedCheckpoint as e:
+        if best.is_file():
+            try:
+                ckpt = load_checkpoint(best, cfg, device, data_fingerprint)
+            except DamagedCheckpoint:
+                pass
+            else:
+                warnings.warn(f"{e}; resuming from {best.name} (epoch {ckpt['state']['epoch']})",
+                              stacklevel=3)
+                return ckpt
+        raise GlasskitError(f"{e}, and no readable best.pt to fall back to; start over with "
+                            "--fresh") from None
+
+
+def _open_run(cfg: Config, path: Path, resume: bool, data_fingerprint: str) -> Run:
+    """The run folder: resumed when it holds this config's run on this data, else created
+    (or, with ``resume=False``, replaced)."""
     if (path / "run.json").is_file():
         run = Run(path)
-        if run.info["config_hash"] != cfg.hash():
-            raise GlasskitError(f"{path}: holds a run of another config; choose another --out")
         if resume:
+            info = run.info
+            if info.get("config_hash") != cfg.hash():
+                raise GlasskitError(f"{path}: holds a run of another config; choose another --out "
+                                    "or pass --fresh to replace it")
+            if info.get("data_fingerprint") != data_fingerprint:
+                raise GlasskitError(
+                    f"{path}: holds a run made from other data (fingerprint "
+                    f"{info.get('data_fingerprint')}, the data now {data_fingerprint}): its results "
+                    "do not describe this data; choose another --out or pass --fresh to retrain")
             return run
-    return create_run(cfg, cfg.model.name, name=path.name, root=path.parent, overwrite=True)
+    return create_run(cfg, cfg.model.name, name=path.name, root=path.parent, overwrite=True,
+                      data_fingerprint=data_fingerprint)
 
 
 def load_run_model(run: Run, device: str = "auto") -> tuple[Any, Batcher, SidTable, Config]:
-    """The best model of a finished run, with its batcher and SID table."""
+    """The best model of a finished run, with its batcher and SID table; refused when the
+    run's data has changed since it was trained."""
+    info = run.info
+    if "data_fingerprint" not in info:
+        raise GlasskitError(f"{run.path}: made by an older glasskit that did not record its data; "
+                            "its metrics.json stays readable, retrain it to evaluate again")
     cfg = run.config
     dev = resolve_device(device)
     ds, table = load(cfg)
+    if ds.fingerprint != info["data_fingerprint"]:
+        raise GlasskitError(f"{run.path}: trained on other data (fingerprint "
+                            f"{info['data_fingerprint']}, the data now {ds.fingerprint}); retrain "
+                            "it (train --fresh) before evaluating")
     model, batcher = model_and_batcher(cfg, ds, table, dev)
-    model.load_state_dict(load_checkpoint(run.path / "best.pt", cfg, dev)["model"])
+    model.load_state_dict(load_checkpoint(run.path / "best.pt", cfg, dev, ds.fingerprint)["model"])
     model.eval()
     return model, batcher, table, cfg
 

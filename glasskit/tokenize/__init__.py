@@ -4,6 +4,9 @@ Works on an embedding matrix only (nothing from ``glasskit.data``)."""
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,7 @@ import torch
 from glasskit.config import TokenizerConfig
 from glasskit.device import resolve_device
 from glasskit.errors import DataError
-from glasskit.io import cache_dir
+from glasskit.io import cache_dir, fingerprint
 from glasskit.tokenize.rqkmeans import rq_kmeans
 from glasskit.tokenize.rqvae import train_rqvae
 from glasskit.tokenize.semantic_ids import (
@@ -81,14 +84,18 @@ def build_sid_table(embeddings: np.ndarray, cfg: TokenizerConfig, seed: int = 0,
     return table, log
 
 
-def load_or_build(embeddings: np.ndarray, cfg: TokenizerConfig, seed: int, key: str,
+def load_or_build(embeddings: np.ndarray, cfg: TokenizerConfig, seed: int,
                   cache: Path | None = None) -> SidTable:
-    """The SID table cached under ``key`` (a hash of everything it depends on)."""
+    """The SID table of these embeddings, cached under a key derived from everything it
+    depends on: the embedding matrix's content, the tokenizer config and the seed. A damaged
+    cache entry is rebuilt with a warning."""
+    key = fingerprint(np.asarray(embeddings), dataclasses.asdict(cfg), seed)
     path = (cache or cache_dir() / "tokenizers") / f"{cfg.method}-{key}.npz"
     if path.is_file():
-        table = SidTable.load(path)
-        if len(table.codes) == len(embeddings):
-            return table
+        try:
+            return SidTable.load(path)
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
+            warnings.warn(f"{path}: damaged cache entry ({e}); rebuilding it", stacklevel=2)
     table, _ = build_sid_table(embeddings, cfg, seed, n_items=len(embeddings))
     table.save(path)
     return table
