@@ -2,7 +2,10 @@
 
 Each notebook is executed into a temporary file and moved into place only when it succeeds,
 so a failing notebook stops the run with the notebook, cell and error named while every
-earlier report stays as it was.
+earlier report stays as it was. ``manifest.json`` records, per notebook, its last successful
+build (parameters, time, duration) and its last attempt (ok, or failed with the cell named);
+``index.html`` is built from it and marks a report built with other parameters than the
+latest request as stale.
 """
 
 from __future__ import annotations
@@ -16,13 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from glasskit.errors import GlasskitError
-from glasskit.io import atomic_write, write_text
+from glasskit.io import atomic_write, read_json, write_json, write_text
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 class NotebookFailed(GlasskitError):
     """A notebook cell raised while building the reports."""
+
+    def __init__(self, message: str, cell: str = ""):
+        super().__init__(message)
+        self.cell = cell
 
 
 @dataclass
@@ -65,10 +72,9 @@ def run_notebook(src: Path, out_dir: Path, parameters: dict[str, Any],
         failed = out_dir / f"{src.stem}.failed.ipynb"
         if tmp.exists():
             os.replace(tmp, failed)
-        raise NotebookFailed(
-            f"{src.name}: cell {e.exec_count} (index {e.cell_index}) raised {e.ename}: {e.evalue}\n"
-            f"executed notebook kept at {failed}; earlier reports are unchanged"
-        ) from None
+        cell = f"cell {e.exec_count} (index {e.cell_index}) raised {e.ename}: {e.evalue}"
+        raise NotebookFailed(f"{src.name}: {cell}\nexecuted notebook kept at {failed}; earlier "
+                             "reports are unchanged", cell=cell) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -98,38 +104,104 @@ def build_reports(parameters: dict[str, Any], out_dir: str | Path = "reports",
                   only: list[str] | None = None, folder: Path = NOTEBOOKS,
                   stream=sys.stderr) -> list[ReportResult]:
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     books = find_notebooks(folder, only)
     # notebooks run with their own folder as cwd: keep runs where the caller expects them
     os.environ.setdefault("GLASSKIT_RUNS", str(Path("runs").resolve()))
+    manifest = read_manifest(out)
+    manifest["requested"] = {"parameters": parameters, "at": time.time()}
     results: list[ReportResult] = []
     for i, nb in enumerate(books, 1):
         print(f"[{i}/{len(books)}] {nb.name} ...", file=stream, flush=True)
-        res = run_notebook(nb, out, parameters)
+        entry = manifest["notebooks"].setdefault(nb.stem, {})
+        started = time.time()
+        try:
+            res = run_notebook(nb, out, parameters)
+        except NotebookFailed as e:
+            entry["attempt"] = {"status": "failed", "cell": e.cell, "parameters": parameters,
+                                "at": started, "seconds": time.time() - started}
+            _save_manifest(out, manifest)
+            raise
         print(f"[{i}/{len(books)}] {nb.name} done in {res.seconds:.1f}s", file=stream, flush=True)
+        entry["attempt"] = entry["ok"] = {"status": "ok", "parameters": parameters, "at": started,
+                                          "seconds": res.seconds}
+        _save_manifest(out, manifest)
         results.append(res)
-        write_index(out, parameters)
     return results
 
 
-def write_index(out_dir: Path, parameters: dict[str, Any]) -> Path:
-    """``index.html`` listing every executed report in ``out_dir`` with its recorded figures."""
+def read_manifest(out_dir: Path) -> dict[str, Any]:
+    """``manifest.json`` of a reports folder (empty when missing; damaged: rebuilt empty with
+    a warning, as the reports themselves are intact)."""
+    path = Path(out_dir) / "manifest.json"
+    if path.is_file():
+        try:
+            m = read_json(path)
+            if isinstance(m, dict) and isinstance(m.get("notebooks"), dict):
+                return m
+        except GlasskitError:
+            pass
+        import warnings
+
+        warnings.warn(f"{path}: damaged; starting a new one", stacklevel=2)
+    return {"notebooks": {}, "requested": {}}
+
+
+def _save_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    write_json(out / "manifest.json", manifest)
+    write_index(out)
+
+
+def report_status(entry: dict[str, Any], requested: dict[str, Any]) -> str:
+    """ok, stale (built with other parameters than the latest request) or failed (cell)."""
+    attempt = entry.get("attempt", {})
+    if attempt.get("status") == "failed":
+        return f"failed: {attempt.get('cell', '')}"
+    ok = entry.get("ok")
+    if ok is None:
+        return "not built"
+    return "ok" if ok.get("parameters") == requested.get("parameters") else "stale"
+
+
+def write_index(out_dir: Path) -> Path:
+    """``index.html``: per notebook its status, the parameters and time its report was built
+    with, its duration, and its recorded figures."""
     from glasskit.notebook import read_records
 
+    out_dir = Path(out_dir)
+    manifest = read_manifest(out_dir)
+    requested = manifest.get("requested", {})
+
+    def when(ts: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else ""
+
+    def params(p: dict | None) -> str:
+        return html.escape(", ".join(f"{k}={v}" for k, v in (p or {}).items()))
+
     rows = []
-    for nb in sorted(out_dir.glob("[0-9][0-9]_*.ipynb")):
-        if nb.name.endswith(".failed.ipynb"):
-            continue
-        rec = read_records(nb)
+    for stem, entry in sorted(manifest["notebooks"].items()):
+        status = report_status(entry, requested)
+        ok = entry.get("ok") or {}
+        nb = out_dir / f"{stem}.ipynb"
+        rec = read_records(nb) if nb.is_file() and ok else {}
         shown = ", ".join(f"{k}={v}" for k, v in rec.items() if isinstance(v, int | float | str))
-        rows.append(f"<tr><td><a href='{nb.stem}.html'>{html.escape(nb.stem)}</a></td>"
-                    f"<td><a href='{nb.name}'>ipynb</a></td>"
-                    f"<td>{time.strftime('%Y-%m-%d %H:%M', time.localtime(nb.stat().st_mtime))}</td>"
+        link = (f"<a href='{stem}.html'>{html.escape(stem)}</a> (<a href='{stem}.ipynb'>ipynb</a>)"
+                if ok else html.escape(stem))
+        if status.startswith("failed"):
+            link += f" <a href='{stem}.failed.ipynb'>failed run</a>"
+        css = "ok" if status == "ok" else "bad" if status.startswith("failed") else "stale"
+        rows.append(f"<tr><td>{link}</td><td class='{css}'>{html.escape(status)}</td>"
+                    f"<td>{params(ok.get('parameters'))}</td><td>{when(ok.get('at'))}</td>"
+                    f"<td>{ok.get('seconds', 0):.0f} s</td>"
                     f"<td><small>{html.escape(shown[:600])}</small></td></tr>")
-    params = html.escape(", ".join(f"{k}={v}" for k, v in parameters.items()))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>glasskit reports</title>
-<style>body{{font-family:sans-serif;margin:2em}}td{{padding:4px 10px;border-bottom:1px solid #ddd;
-vertical-align:top}}</style></head><body><h1>glasskit reports</h1><p>Parameters: {params}</p>
-<table><tr><th>report</th><th>notebook</th><th>executed</th><th>recorded figures</th></tr>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;
+vertical-align:top;text-align:left}}.ok{{color:#1a7f37}}.bad{{color:#cf222e}}.stale{{color:#9a6700}}
+</style></head><body><h1>glasskit reports</h1>
+<p>Latest request: {params(requested.get('parameters'))} at {when(requested.get('at'))}.
+A report marked <span class="stale">stale</span> was built with other parameters.</p>
+<table><tr><th>report</th><th>status</th><th>built with</th><th>built at</th><th>took</th>
+<th>recorded figures</th></tr>
 {''.join(rows)}</table></body></html>
 """
     return write_text(out_dir / "index.html", page)

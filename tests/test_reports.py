@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -51,6 +52,27 @@ def test_failing_cell_is_named_and_earlier_reports_survive(tmp_path):
     assert (out / "01_fine.ipynb").read_bytes() == good  # earlier report intact
     assert (out / "01_fine.failed.ipynb").exists()
     assert not list(out.glob(".*running*"))
+
+
+@pytest.mark.slow
+def test_index_shows_status_parameters_and_staleness(tmp_path):
+    books, out = tmp_path / "nb", tmp_path / "out"
+    books.mkdir()
+    _notebook(books / "01_one.ipynb", "x = 1")
+    _notebook(books / "02_two.ipynb", "y = 2")
+    build_reports({"profile": "smoke", "dataset": "synthetic"}, out, folder=books)
+    build_reports({"profile": "quick", "dataset": "ml-100k"}, out, folder=books, only=["02"])
+    _notebook(books / "02_two.ipynb", "1 / 0")
+    with pytest.raises(NotebookFailed):
+        build_reports({"profile": "quick", "dataset": "ml-1m"}, out, folder=books, only=["02"])
+    page = (out / "index.html").read_text()
+    rows = {r.split("</td>")[0]: r for r in page.split("<tr>")[2:]}
+    one = next(r for k, r in rows.items() if "01_one" in k)
+    two = next(r for k, r in rows.items() if "02_two" in k)
+    assert "stale" in one and "dataset=synthetic, profile=smoke" in one  # built with older params
+    assert re.search(r"failed: cell \d+ \(index \d+\) raised ZeroDivisionError", two)
+    assert "02_two.failed.ipynb" in two and "dataset=ml-100k, profile=quick" in two  # last good
+    assert "Latest request: dataset=ml-1m, profile=quick" in page
 
 
 @pytest.mark.slow
