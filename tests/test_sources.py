@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import ML_LATEST_SMALL, write
+from conftest import write
 
 import glasskit as gk
 from glasskit.data import prepare, sources
@@ -29,8 +29,8 @@ def test_ml100k_checksum_mismatch(tmp_path):
         sources.load_ml100k(bad)
 
 
-def test_ml_latest_small_real_counts():
-    ds = prepare(_cfg("ml-latest-small", str(ML_LATEST_SMALL)))
+def test_ml_latest_small_real_counts(ml_latest_small):
+    ds = prepare(_cfg("ml-latest-small", str(ml_latest_small)))
     s = ds.stats()
     assert (s["users"], s["items"], s["interactions"], s["length_max"]) == (610, 9724, 100_836, 2698)
     assert ds.raw.items["title"].iloc[0] == "Toy Story" and ds.raw.items["year"].iloc[0] == "1995"
