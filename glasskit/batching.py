@@ -11,6 +11,10 @@ and, for models that read the long-term history (``long=True``):
     long_offsets (B, K0+1)  where each first code's run starts in long_codes
 so that retrieving "the long-history items sharing first code a" is the slice
 ``long_codes[b, long_offsets[b, a]:long_offsets[b, a+1]]`` (GLASS §4.2, DualGR eq. 8).
+With ``detail=True`` (analysis only) a batch also names the items behind the codes:
+    short_items (B, S)  item indices of the short window, -1 = padding
+    long_items, long_age (B, H)  the sorted long history's items and their age: how many
+                                 positions before the target (the most recent input has age 1)
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class Batcher:
             raise ValueError(f"SID table has {table.n_items} items, the dataset {ds.seqs.n_items}")
         self.ds, self.table, self.device, self.long = ds, table, torch.device(device), long
         self.tier = tier
+        self.detail = False
         self.codes = np.concatenate([table.codes, np.full((1, table.levels), -1)])  # row -1 = pad
         self.first = table.first
 
@@ -51,6 +56,8 @@ class Batcher:
             "target_item": target_item,
             "user": s.user,
         }
+        if self.detail:
+            out["short_items"] = window
         if self.long:
             out.update(self._long(s))
         if self.tier is not None:
@@ -75,7 +82,13 @@ class Batcher:
         counts = np.zeros((B, k0 + 1), dtype=np.int64)
         np.add.at(counts, (np.repeat(np.arange(B), H), first_sorted.ravel()), 1)
         offsets = np.concatenate([np.zeros((B, 1), np.int64), np.cumsum(counts[:, :k0], 1)], 1)
-        return {"long_codes": self.codes[items], "long_offsets": offsets}
+        out = {"long_codes": self.codes[items], "long_offsets": offsets}
+        if self.detail:
+            target = seqs.offsets[s.user] + s.t
+            pos = np.take_along_axis(np.where(valid, pos, 0), order, 1)
+            out["long_items"] = items
+            out["long_age"] = np.where(items >= 0, target[:, None] - pos, -1)
+        return out
 
     def seen(self, split: str, idx: np.ndarray) -> torch.Tensor:
         """(B, n_items) True for items the user interacted with before the target."""

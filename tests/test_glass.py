@@ -80,8 +80,8 @@ def test_inference_retrieval_follows_each_beams_generated_first_code():
     model.retrieve = spy
     beam_search(model, batch, table.index(), beam=1, k=1)
     assert calls and all(int(k) == other for k, _ in calls)
-    codes, pad = calls[0][1]
-    got = codes[0][~pad[0]]
+    pos, pad = calls[0][1]
+    got = batch["long_codes"][0][pos[0][~pad[0]]]
     assert len(got) > 0 and (got[:, 0] == other).all()
     seqs = ds.seqs
     t = test.t[u]
@@ -91,9 +91,10 @@ def test_inference_retrieval_follows_each_beams_generated_first_code():
     assert cfg.model.retrieve_max is None
     assert [tuple(c) for c in got.tolist()] == [tuple(table.codes[i]) for i in want]
     model.retrieve_max = 2  # an optional cap keeps the most recent ones
-    codes, pad = real(batch["long_codes"], batch["long_offsets"], torch.tensor([other]),
-                      torch.tensor([0]))
-    assert [tuple(c) for c in codes[0][~pad[0]].tolist()] == [tuple(table.codes[i]) for i in want[:2]]
+    pos, pad = real(batch["long_codes"], batch["long_offsets"], torch.tensor([other]),
+                    torch.tensor([0]))
+    capped = batch["long_codes"][0][pos[0][~pad[0]]]
+    assert [tuple(c) for c in capped.tolist()] == [tuple(table.codes[i]) for i in want[:2]]
 
 
 def test_cached_decoding_equals_decoding_the_whole_prefix():
@@ -128,22 +129,30 @@ def test_empty_retrieval_is_finite_and_gates_lie_in_unit_interval():
     model.inspect = []
     logits = model(batch)
     assert all(torch.isfinite(lg).all() for lg in logits)
-    gates = [r["gate"] for r in model.inspect if "gate" in r]
-    assert gates and all(((g >= 0) & (g <= 1)).all() for g in gates)
-    assert all((g[:5] == 0).all() and (g[:, 0] == 0).all() for g in gates)  # short stream only
+    layers = [lay for rec in model.inspect for lay in rec["layers"] if "gate" in lay]
+    assert layers and all(((lay["gate"] >= 0) & (lay["gate"] <= 1)).all() for lay in layers)
+    for lay in layers:
+        assert not set(lay["rows"].tolist()) & set(range(5))  # empty: short stream only
+        assert (lay["gate"][:, 0] == 0).all() and (lay["gate"][:, 1:] > 0).any()  # BOS: no key
+        assert (lay["ret_norm"][:, 0] == 0).all()
     model.inspect = []
     res = beam_search(model, batch, table.index(), 20, 20)
     assert torch.isfinite(res.scores[res.items >= 0]).all()
-    assert any("ret_len" in r for r in model.inspect)
-    assert all(r["attn_ret"].shape[-1] > 0 for r in model.inspect if "attn_ret" in r)
+    passes = [rec for rec in model.inspect if "ret_len" in rec]
+    assert len(passes) == table.levels - 1  # every step after the first reads a retrieval
+    for rec in passes:
+        for lay in rec["layers"]:
+            assert lay["attn_ret"].shape[-1] > 0 and torch.isfinite(lay["attn_ret"]).all()
+            # the retrieval attention of each row sums to one over its retrieved tokens
+            torch.testing.assert_close(lay["attn_ret"].sum(-1), torch.ones_like(lay["attn_ret"][..., 0]))
 
 
 def test_fixed_gate_is_one_half():
     cfg, ds, table, model, batcher = _glass("fixed-gate")
     model.inspect = []
     model(batcher.batch("train", np.arange(8)))
-    g = [r["gate"] for r in model.inspect if "gate" in r][0]
-    assert torch.all((g[:, 1:] == 0.5) | (g[:, 1:] == 0))
+    g = next(lay["gate"] for rec in model.inspect for lay in rec["layers"] if "gate" in lay)
+    assert torch.all(g[:, 1:] == 0.5) and torch.all(g[:, 0] == 0)
 
 
 def test_no_target_or_future_item_reaches_any_stream():

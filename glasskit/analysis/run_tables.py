@@ -83,17 +83,13 @@ def _row_order(label: str) -> int:
     return order.index(base) if base in order else len(order)
 
 
-def seed_table(runs: list[str | Run], split: str = "test",
-               keys: tuple[str, ...] = ("hit@5", "hit@10", "ndcg@10", "hit@20"),
-               skip_unfinished: bool = False) -> pd.DataFrame:
-    """Mean ± sample std over seeds, one row per (dataset, ablation row, config without seed).
-
-    Runs whose configs differ in anything but the seed are never pooled: a second config under
-    the same label gets its config hash appended. Incomplete runs (no test metrics) are an error,
-    so a table never silently averages fewer seeds than were launched, unless
-    ``skip_unfinished`` (the ``seeds`` column then says how many were pooled).
-    """
-    groups: dict[tuple[str, str, str], list[tuple[int, dict, float]]] = {}
+def group_runs(runs: list[str | Run], split: str = "test", skip_unfinished: bool = False
+               ) -> dict[tuple[str, str], list[dict]]:
+    """(dataset, row label) -> the metrics.json of each of its seeds, in seed order (each with
+    ``seed`` added). Runs whose configs differ in anything but the seed are never pooled: a
+    second config under the same label gets its config hash appended. An unfinished run (no
+    ``split`` metrics) is an error unless ``skip_unfinished``."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in runs:
         run = r if isinstance(r, Run) else Run(r)
         m = run.metrics()
@@ -103,21 +99,39 @@ def seed_table(runs: list[str | Run], split: str = "test",
             raise GlasskitError(f"{run.path}: no {split!r} metrics (unfinished run?)")
         cfg = run.config
         key = (cfg.data.dataset, row_label(run), cfg.replace(seed=0).hash())
-        groups.setdefault(key, []).append((cfg.seed, m[split][m["primary"]], m["train_seconds"]))
+        groups.setdefault(key, []).append({**m, "seed": cfg.seed})
     labels = [(d, lab) for d, lab, _ in groups]
-    rows = []
+    out = {}
     for (dataset, label, h), members in groups.items():
-        seeds = sorted(s for s, _, _ in members)
+        seeds = sorted(m["seed"] for m in members)
         if len(seeds) != len(set(seeds)):
             raise GlasskitError(f"{dataset}/{label}: two runs with the same config and seed {seeds}")
-        row = {"dataset": dataset, "row": label if labels.count((dataset, label)) == 1
-               else f"{label} [{h[:6]}]", "seeds": len(seeds)}
+        name = label if labels.count((dataset, label)) == 1 else f"{label} [{h[:6]}]"
+        out[(dataset, name)] = sorted(members, key=lambda m: m["seed"])
+    return out
+
+
+def seed_table(runs: list[str | Run], split: str = "test",
+               keys: tuple[str, ...] = ("hit@5", "hit@10", "ndcg@10", "hit@20"),
+               skip_unfinished: bool = False, ranking: str = "primary") -> pd.DataFrame:
+    """Mean ± sample std over seeds, one row per (dataset, ablation row, config without seed)
+    (see :func:`group_runs`); ``ranking`` is primary, masked or unmasked. Incomplete runs are
+    an error, so a table never silently averages fewer seeds than were launched, unless
+    ``skip_unfinished`` (the ``seeds`` column then says how many were pooled)."""
+    if ranking not in ("primary", "masked", "unmasked"):
+        raise GlasskitError(f"ranking must be primary, masked or unmasked, got {ranking!r}")
+    rows = []
+    for (dataset, label), members in group_runs(runs, split, skip_unfinished).items():
+        ms = [m[split][m["primary"] if ranking == "primary" else ranking] for m in members]
+        row = {"dataset": dataset, "row": label, "seeds": len(ms),
+               "ranking": members[0]["primary"] if ranking == "primary" else ranking}
         for k in keys:
-            v = np.array([x[k] for _, x, _ in members])
+            v = np.array([x[k] for x in ms])
             row[k] = v.mean()
             row[f"{k} std"] = v.std(ddof=1) if len(v) > 1 else np.nan
-        row["acc_1"] = np.mean([x["acc"][0] for _, x, _ in members])
-        row["train s"] = np.mean([t for _, _, t in members])
+        acc = [x["acc"][0] for x in ms if x.get("acc")]
+        row["acc_1"] = np.mean(acc) if acc else np.nan
+        row["train s"] = np.mean([m["train_seconds"] for m in members])
         rows.append(row)
     if not rows:
         raise GlasskitError("no finished runs to tabulate")

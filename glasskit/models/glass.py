@@ -37,11 +37,16 @@ class GlassDecoderLayer(DecoderLayer):
         self.gate_proj = nn.Linear(2 * d, d, bias=False) if gate == "learned" else None  # W_g
 
     def forward(self, x: torch.Tensor, ctx: dict, inspect: list | None = None) -> torch.Tensor:
+        """With ``inspect`` (a list) the layer appends its record: the short-stream attention
+        (N, h, T, S), and for rows that retrieved something their indices ``rows``, the gate
+        (n, T, d), the retrieval attention on every retrieved token (n, h, T, R·L) and the norm
+        of each stream's contribution to Z, (1-g)·Z_short and g·Z_ret, (n, T) each."""
         x = self.self_block(x, ctx.get("cache"))
         h = self.ln_cross(x)
         need = inspect is not None
         z_short, w_short = self.cross(h, kv=ctx["kv"], mask=ctx["mask"], need_weights=need)
         rec = {"attn_short": w_short} if need else None
+        z = z_short
         if "ret_rows" in ctx:  # rows that retrieved something; the others keep Z_short (g = 0)
             rows = ctx["ret_rows"]
             zs = z_short[rows]
@@ -58,12 +63,9 @@ class GlassDecoderLayer(DecoderLayer):
                 ids, count = ctx["ret_ids"], ctx["ret_bias"].exp()
                 per_id = w_rows / count.clamp_min(1)[:, None, None, :]
                 w_tok = per_id.gather(-1, ids[:, None, None, :].expand(-1, *per_id.shape[1:3], -1))
-                w_tok = w_tok.masked_fill(ctx["ret_pad"][:, None, None, :], 0.0)
-                rec.update(gate=torch.zeros_like(z_short).index_copy(0, rows, g),
-                           attn_ret=w_tok.new_zeros(len(z_short), *w_tok.shape[1:])
-                           .index_copy(0, rows, w_tok))
-        else:
-            z = z_short
+                rec.update(rows=rows, gate=g, attn_ret=w_tok.masked_fill(
+                    ctx["ret_pad"][:, None, None, :], 0.0),
+                    short_norm=((1 - g) * zs).norm(dim=-1), ret_norm=(g * zr).norm(dim=-1))
         if need:
             inspect.append(rec)
         x = x + self.drop(z)
@@ -90,7 +92,6 @@ class Glass(Tiger):
                              persistent=False)
         self.needs_long = hard_search
         self.needs_tier = sid_tier
-        self.inspect: list | None = None  # set to [] to record gates and attention maps
 
     def make_decoder(self, d, heads, head_dim, ff, dropout, attn_dropout, n) -> nn.ModuleList:
         if not self.hard_search:
@@ -116,8 +117,9 @@ class Glass(Tiger):
     def retrieve(self, long_codes: torch.Tensor, long_offsets: torch.Tensor, key: torch.Tensor,
                  row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Items of sample ``row[i]``'s long history whose first code is ``key[i]`` (plus
-        neighbour codes' items when fewer than τ), most recent first: codes (n, R, L) and
-        padding (n, R), R the longest retrieval of the batch (``retrieve_max`` at most)."""
+        neighbour codes' items when fewer than τ), most recent first: their positions in
+        ``long_codes[row[i]]`` (n, R) and padding (n, R), R the longest retrieval of the batch
+        (``retrieve_max`` at most)."""
         off = long_offsets[row]  # (n, K0+1)
         keys = key[:, None]
         if self.neighbours is not None:
@@ -136,8 +138,7 @@ class Glass(Tiger):
         j = torch.searchsorted(cum, slot.contiguous(), right=True).clamp_max(keys.shape[1] - 1)
         within = slot - (cum.gather(1, j) - count.gather(1, j))
         pad = slot >= total
-        pos = torch.where(pad, 0, start.gather(1, j) + within)
-        return long_codes[row[:, None], pos], pad  # (n, R, L), (n, R)
+        return torch.where(pad, 0, start.gather(1, j) + within), pad
 
     def with_retrieval(self, state: dict, key: torch.Tensor, row: torch.Tensor) -> dict:
         """Retrieve for decoder rows whose first code is ``key`` (rows of samples ``row``). The
@@ -145,7 +146,8 @@ class Glass(Tiger):
         share it) and each decoder row points at its retrieval through ``ret_pair``. Stored:
         the retrieved SID tokens (eq. 8: Lookup(H_ret)) as ids and padding, their count, and
         the log multiplicity of every token id, which is all the attention needs."""
-        codes, pad = self.retrieve(state["long_codes"], state["long_offsets"], key, row)
+        pos, pad = self.retrieve(state["long_codes"], state["long_offsets"], key, row)
+        codes = state["long_codes"][row[:, None], pos]
         n, R, L = codes.shape
         ids = self.emb.ids(codes).reshape(n, R * L)
         ret_pad = pad[:, :, None].expand(n, R, L).reshape(n, R * L)
@@ -153,11 +155,8 @@ class Glass(Tiger):
         count.scatter_add_(1, ids, (~ret_pad).float())
         log_count = count.clamp_min(1).log().masked_fill(count == 0, float("-inf"))
         return {**state, "ret_pair": torch.arange(n, device=key.device), "ret_ids": ids,
-                "ret_pad": ret_pad, "ret_bias": log_count, "ret_len": (~pad).sum(1)}
-
-    def ret_len(self, state: dict) -> torch.Tensor:
-        """Retrieved items per decoder row (N,)."""
-        return state["ret_len"][state["ret_pair"]]
+                "ret_pad": ret_pad, "ret_bias": log_count, "ret_len": (~pad).sum(1),
+                "ret_row": row, "ret_pos": torch.where(pad, -1, pos)}
 
     def teacher_state(self, state, batch):
         if not self.hard_search:
@@ -191,8 +190,14 @@ class Glass(Tiger):
             if self.inspect is not None:
                 ctx.update(ret_ids=state["ret_ids"][pair], ret_pad=state["ret_pad"][pair])
         caches = state.get("cache") or [None] * len(self.decoder)
+        layers = [] if self.inspect is not None else None
         for layer, kv, cache in zip(self.decoder, state["kv"], caches):
-            x = layer(x, {**ctx, "kv": kv, "cache": cache}, self.inspect)
-        if self.inspect is not None and "ret_len" in state:
-            self.inspect.append({"ret_len": self.ret_len(state)})
+            x = layer(x, {**ctx, "kv": kv, "cache": cache}, layers)
+        if layers is not None:
+            rec = {"start": start, "layers": layers}
+            if "ret_ids" in state:  # which retrieval each row reads: sample and positions
+                pair = state["ret_pair"]
+                rec.update(ret_len=state["ret_len"][pair], ret_row=state["ret_row"][pair],
+                           ret_pos=state["ret_pos"][pair])
+            self.inspect.append(rec)
         return self.dec_norm(x)

@@ -210,9 +210,14 @@ class DecoderLayer(nn.Module):
     def ff_block(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.drop(self.ff(self.ln_ff(x)))
 
-    def forward(self, x: torch.Tensor, ctx: dict) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: dict, inspect: list | None = None) -> torch.Tensor:
         """x (N, T, d); ctx holds this layer's keys/values over the encoder, their mask and,
-        when decoding incrementally, this layer's self-attention cache."""
+        when decoding incrementally, this layer's self-attention cache. With ``inspect`` (a
+        list) the layer appends its cross-attention map (N, h, T, S)."""
         x = self.self_block(x, ctx.get("cache"))
-        x = x + self.drop(self.cross(self.ln_cross(x), kv=ctx["kv"], mask=ctx["mask"])[0])
+        z, w = self.cross(self.ln_cross(x), kv=ctx["kv"], mask=ctx["mask"],
+                          need_weights=inspect is not None)
+        if inspect is not None:
+            inspect.append({"attn_short": w})
+        x = x + self.drop(z)
         return self.ff_block(x)

@@ -69,6 +69,9 @@ class Tiger(nn.Module):
         self.enc_norm, self.dec_norm = nn.LayerNorm(d), nn.LayerNorm(d)
         self.heads = nn.ModuleList(nn.Linear(d, k) for k in sizes)
         self.drop = Dropout(dropout)
+        # set to [] to record, per decoder pass, its attention maps (and GLASS's gates): see
+        # glasskit.analysis.trace for how they are read
+        self.inspect: list | None = None
 
     def make_decoder(self, d, heads, head_dim, ff, dropout, attn_dropout, n) -> nn.ModuleList:
         return nn.ModuleList(DecoderLayer(d, heads, head_dim, ff, dropout, attn_dropout)
@@ -109,8 +112,11 @@ class Tiger(nn.Module):
         """Decoder over x (N, T, d) holding positions start..start+T-1 (start > 0 only when
         decoding incrementally with the caches in ``state['cache']``)."""
         caches = state.get("cache") or [None] * len(self.decoder)
+        layers = [] if self.inspect is not None else None
         for layer, kv, cache in zip(self.decoder, state["kv"], caches):
-            x = layer(x, {"kv": kv, "mask": state["mask"], "cache": cache})
+            x = layer(x, {"kv": kv, "mask": state["mask"], "cache": cache}, layers)
+        if layers is not None:
+            self.inspect.append({"start": start, "layers": layers})
         return self.dec_norm(x)
 
     def logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
