@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= quick
-DATASET ?= ml-100k
+DATASET ?=          # empty: the profile's own dataset (quick: ml-100k, smoke: synthetic)
 
 .PHONY: reports test lint bench clean-venv
 
@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 reports: $(VENV)/.installed
-	$(PY) -m glasskit reports --profile $(PROFILE) --dataset $(DATASET) --out reports
+	$(PY) -m glasskit reports --profile $(PROFILE) $(if $(strip $(DATASET)),--dataset $(DATASET)) --out reports
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check glasskit tests bench

@@ -7,18 +7,13 @@ import json
 import sys
 from typing import Any
 
-from glasskit.config import DATASETS, MODELS, PROFILES, VARIANTS, apply_variant, profile
+from glasskit.config import DATASETS, MODELS, PROFILES, VARIANTS, apply_variant, configure
 from glasskit.errors import GlasskitError
 
 
 def _config(args: argparse.Namespace, **extra: Any):
-    overrides: dict[str, Any] = {"data.dataset": args.dataset}
-    if args.data_dir:
-        overrides["data.data_dir"] = args.data_dir
-    if getattr(args, "seed", None) is not None:
-        overrides["seed"] = args.seed
-    overrides.update(extra)
-    return profile(args.profile, **overrides)
+    seed = getattr(args, "seed", None)
+    return configure(args.profile, args.dataset, args.data_dir, 0 if seed is None else seed, **extra)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -119,7 +114,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_reports(args: argparse.Namespace) -> int:
     from glasskit.reports import build_reports
 
-    params: dict[str, Any] = {"profile": args.profile, "dataset": args.dataset}
+    params: dict[str, Any] = {"profile": args.profile}
+    if args.dataset:
+        params["dataset"] = args.dataset
     if args.data_dir:
         params["data_dir"] = args.data_dir
     only = args.only.split(",") if args.only else None
@@ -133,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser, default_profile: str = "quick") -> None:
-        sp.add_argument("--dataset", default="ml-100k", choices=DATASETS)
+        sp.add_argument("--dataset", default=None, choices=DATASETS,
+                        help="default: the profile's own (smoke: synthetic; quick, paper: ml-100k)")
         sp.add_argument("--data-dir", default=None, help="folder with the dataset's files")
         sp.add_argument("--profile", default=default_profile, choices=PROFILES)
 

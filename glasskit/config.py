@@ -342,6 +342,35 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
     return cfg.replace(**overrides) if overrides else cfg.validate()
 
 
+def configure(profile_name: str = "quick", dataset: str | None = None,
+              data_dir: str | None = None, seed: int = 0, model: str | None = None,
+              variant: str | None = None, optional: dict[str, Any] | None = None,
+              **overrides: Any) -> Config:
+    """A profile on a dataset, as the notebooks and the CLI build it: ``dataset`` None keeps
+    the profile's own (smoke: synthetic; quick, paper: ml-100k), so ``profile="smoke"`` alone
+    is the seconds-long synthetic run. Dotted ``overrides`` apply, then ``variant`` (a GLASS
+    ablation row; codebook resizing acts on the codebooks asked for); ``optional`` overrides
+    apply only when not None (a notebook parameter left at None keeps the profile's value)."""
+    overrides = {**{k: v for k, v in (optional or {}).items() if v is not None}, **overrides}
+    if profile_name not in PROFILES:
+        raise ConfigError(f"profile: unknown profile {profile_name!r}; choose one of {PROFILES}")
+    extra: dict[str, Any] = {"seed": seed}
+    if dataset is not None:
+        extra["data.dataset"] = dataset
+    if data_dir is not None:
+        extra["data.data_dir"] = data_dir
+    if variant is not None and model is None:
+        model = "glass"  # a variant is a GLASS ablation row
+    if model is not None:
+        extra["model.name"] = model
+    cfg = profile(profile_name, **extra, **overrides)
+    if variant is not None:
+        if cfg.model.name != "glass":
+            raise ConfigError(f"variant {variant!r} applies to model glass, not {cfg.model.name!r}")
+        cfg = apply_variant(cfg, variant)
+    return cfg
+
+
 # GLASS ablation rows (§5.3-5.4): switches applied on top of a profile by apply_variant.
 VARIANTS: dict[str, dict[str, Any]] = {
     "tiger": {"model.sid_tier": False, "model.hard_search": False, "model.neighbours": False},

@@ -39,9 +39,30 @@ def read_records(path: str | Path) -> dict[str, Any]:
 
 
 def setup_plotly() -> None:
-    """Figures render in JupyterLab and in the HTML reports (plotly.js embedded, no CDN)."""
+    """Figures render in JupyterLab (plotly's mimetype, drawn by its Lab extension) and in the
+    HTML exports (a div and a call to ``Plotly.newPlot``; the export page loads plotly.js once
+    from a shared file), so neither a saved notebook nor an export carries plotly.js itself."""
     import plotly.io as pio
+    from plotly.io.base_renderers import MimetypeRenderer
 
-    pio.renderers.default = "plotly_mimetype+notebook"
+    class GlasskitRenderer(MimetypeRenderer):
+        """``application/vnd.plotly.v1+json`` for JupyterLab and ``text/html`` without the
+        library for nbconvert exports."""
+
+        def to_mimebundle(self, fig_dict: dict) -> dict:
+            bundle = pio.renderers["plotly_mimetype"].to_mimebundle(fig_dict)
+            bundle["text/html"] = _figure_html(fig_dict)
+            return bundle
+
+    pio.renderers["glasskit"] = GlasskitRenderer()
+    pio.renderers.default = "glasskit"
     pio.templates.default = "plotly_white"
+
+
+def _figure_html(fig_dict: dict) -> str:
+    from plotly.io import to_html
+
+    return to_html(fig_dict, include_plotlyjs=False, include_mathjax=False, full_html=False,
+                   default_width="100%", default_height=480, validate=False)
+
 

@@ -11,6 +11,7 @@ latest request as stale.
 from __future__ import annotations
 
 import html
+import logging
 import os
 import sys
 import time
@@ -52,9 +53,31 @@ def find_notebooks(folder: Path = NOTEBOOKS, only: list[str] | None = None) -> l
     return books
 
 
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+class _Progress(logging.Handler):
+    """papermill's log as terminal progress: ``[02_tokenization +41s] Executing Cell 5`` and
+    the kernel's own output lines (training epochs, stop reasons)."""
+
+    def __init__(self, label: str, stream):
+        super().__init__(logging.INFO)
+        self.label, self.stream, self.start = label, stream, time.time()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage().strip()
+        if not text or text.startswith(("Executing notebook with kernel", "Ending Cell")):
+            return
+        text = text.replace("Executing Cell ", "cell ").rstrip("-")
+        for line in text.splitlines()[-3:]:
+            print(f"[{self.label} +{time.time() - self.start:.0f}s] {line[:160]}", file=self.stream,
+                  flush=True)
+
+
 def run_notebook(src: Path, out_dir: Path, parameters: dict[str, Any],
-                 log_output: bool = False) -> ReportResult:
-    """Execute one notebook with the parameters it declares; write .ipynb and .html."""
+                 log_output: bool = False, stream=None) -> ReportResult:
+    """Execute one notebook with the parameters it declares; write .ipynb and .html. With a
+    ``stream``, progress (cell, output lines, elapsed time) is printed to it as it happens."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -64,10 +87,15 @@ def run_notebook(src: Path, out_dir: Path, parameters: dict[str, Any],
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{src.stem}.running.ipynb"
     start = time.time()
+    logger = logging.getLogger("papermill")
+    handler = _Progress(src.stem, stream) if stream is not None else None
+    if handler is not None:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     try:
         pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3",
-                            cwd=str(src.parent), progress_bar=False, log_output=log_output,
-                            report_mode=False)
+                            cwd=str(src.parent), progress_bar=False,
+                            log_output=log_output or handler is not None, report_mode=False)
     except PapermillExecutionError as e:
         failed = out_dir / f"{src.stem}.failed.ipynb"
         if tmp.exists():
@@ -78,6 +106,9 @@ def run_notebook(src: Path, out_dir: Path, parameters: dict[str, Any],
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
     seconds = time.time() - start
     return _publish(src, tmp, out_dir, seconds, unknown)
 
@@ -90,8 +121,10 @@ def _publish(src: Path, executed: Path, out_dir: Path, seconds: float,
     from glasskit.notebook import read_records
 
     nb = nbformat.read(str(executed), as_version=4)
-    body, _ = HTMLExporter().from_notebook_node(nb)
+    exporter = HTMLExporter(extra_template_basedirs=[str(TEMPLATES)], template_name="glasskit_html")
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": src.stem}})
     atomic_write(out_dir / f"{src.stem}.html", lambda p: p.write_text(body, encoding="utf-8"))
+    _write_plotlyjs(out_dir)
     os.replace(executed, out_dir / src.name)
     (out_dir / f"{src.stem}.failed.ipynb").unlink(missing_ok=True)
     records = read_records(out_dir / src.name)
@@ -100,14 +133,23 @@ def _publish(src: Path, executed: Path, out_dir: Path, seconds: float,
     return ReportResult(src.name, seconds, records)
 
 
+def _write_plotlyjs(out_dir: Path) -> None:
+    """plotly.js once per reports folder, shared by every export (offline, no CDN)."""
+    import plotly
+    from plotly.offline import get_plotlyjs
+
+    path, stamp = out_dir / "plotly.min.js", out_dir / ".plotly-version"
+    if not path.is_file() or not stamp.is_file() or stamp.read_text() != plotly.__version__:
+        write_text(path, get_plotlyjs())
+        write_text(stamp, plotly.__version__)
+
+
 def build_reports(parameters: dict[str, Any], out_dir: str | Path = "reports",
                   only: list[str] | None = None, folder: Path = NOTEBOOKS,
                   stream=sys.stderr) -> list[ReportResult]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     books = find_notebooks(folder, only)
-    # notebooks run with their own folder as cwd: keep runs where the caller expects them
-    os.environ.setdefault("GLASSKIT_RUNS", str(Path("runs").resolve()))
     manifest = read_manifest(out)
     manifest["requested"] = {"parameters": parameters, "at": time.time()}
     results: list[ReportResult] = []
@@ -116,7 +158,7 @@ def build_reports(parameters: dict[str, Any], out_dir: str | Path = "reports",
         entry = manifest["notebooks"].setdefault(nb.stem, {})
         started = time.time()
         try:
-            res = run_notebook(nb, out, parameters)
+            res = run_notebook(nb, out, parameters, stream=stream)
         except NotebookFailed as e:
             entry["attempt"] = {"status": "failed", "cell": e.cell, "parameters": parameters,
                                 "at": started, "seconds": time.time() - started}
@@ -178,13 +220,15 @@ def write_index(out_dir: Path) -> Path:
     def params(p: dict | None) -> str:
         return html.escape(", ".join(f"{k}={v}" for k, v in (p or {}).items()))
 
-    rows = []
+    rows, used = [], {}
     for stem, entry in sorted(manifest["notebooks"].items()):
         status = report_status(entry, requested)
         ok = entry.get("ok") or {}
         nb = out_dir / f"{stem}.ipynb"
         rec = read_records(nb) if nb.is_file() and ok else {}
-        shown = ", ".join(f"{k}={v}" for k, v in rec.items() if isinstance(v, int | float | str))
+        for name in _run_names(rec):
+            used.setdefault(name, stem)
+        shown = "; ".join(f"{k} = {_fmt(v)}" for k, v in rec.items() if k not in ("run", "runs"))
         link = (f"<a href='{stem}.html'>{html.escape(stem)}</a> (<a href='{stem}.ipynb'>ipynb</a>)"
                 if ok else html.escape(stem))
         if status.startswith("failed"):
@@ -202,6 +246,58 @@ vertical-align:top;text-align:left}}.ok{{color:#1a7f37}}.bad{{color:#cf222e}}.st
 A report marked <span class="stale">stale</span> was built with other parameters.</p>
 <table><tr><th>report</th><th>status</th><th>built with</th><th>built at</th><th>took</th>
 <th>recorded figures</th></tr>
-{''.join(rows)}</table></body></html>
+{''.join(rows)}</table>
+{headline_table(used)}</body></html>
 """
     return write_text(out_dir / "index.html", page)
+
+
+def _run_names(records: dict[str, Any]) -> list[str]:
+    """Run folder names a notebook recorded under ``run`` or ``runs`` (a name, list or dict)."""
+    out = []
+    for key in ("run", "runs"):
+        v = records.get(key)
+        vals = v.values() if isinstance(v, dict) else v if isinstance(v, list) else [v] if v else []
+        out += [Path(str(x)).name for x in vals]
+    return out
+
+
+def _fmt(v: Any) -> str:
+    """A recorded value, compactly: floats to 4 digits, lists and dicts element-wise."""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt(x) for x in v[:12]) + (", ..." if len(v) > 12 else "") + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in list(v.items())[:12]) + "}"
+    return str(v)
+
+
+def headline_table(used: dict[str, str]) -> str:
+    """Model rows x Hit@10 / NDCG@10 (test, primary ranking) of the runs the reports used, with
+    their seed and a link to each run's metrics."""
+    from glasskit.analysis.run_tables import row_label
+    from glasskit.runs import Run, runs_root
+
+    lines = []
+    for name, stem in used.items():
+        path = runs_root() / name
+        try:
+            run = Run(path)
+            m = run.metrics()
+            t = m["test"][m["primary"]]
+        except (GlasskitError, KeyError):
+            continue
+        lines.append((run.info.get("dataset", ""), row_label(run), run.info.get("seed"),
+                      t["hit@10"], t["ndcg@10"], m["primary"], path, stem))
+    if not lines:
+        return ""
+    lines.sort(key=lambda r: (r[0], r[1], r[2]))
+    body = "".join(
+        f"<tr><td>{html.escape(d)}</td><td>{html.escape(r)}</td><td>{s}</td><td>{h:.4f}</td>"
+        f"<td>{n:.4f}</td><td>{p}</td><td><a href='{html.escape(path.resolve().as_uri())}/metrics.json'>"
+        f"{html.escape(path.name)}</a></td><td>{html.escape(stem)}</td></tr>"
+        for d, r, s, h, n, p, path, stem in lines)
+    return ("<h2>Runs behind the reports (test)</h2><table><tr><th>dataset</th><th>row</th>"
+            "<th>seed</th><th>Hit@10</th><th>NDCG@10</th><th>ranking</th><th>run</th><th>first used in"
+            f"</th></tr>{body}</table>")

@@ -25,10 +25,18 @@ from glasskit.config import Config
 from glasskit.errors import GlasskitError
 from glasskit.io import read_json, write_json
 
+CHECKOUT = Path(__file__).resolve().parent.parent
+
 
 def runs_root() -> Path:
-    """Where runs live: ``$GLASSKIT_RUNS`` or ``./runs``."""
-    return Path(os.environ.get("GLASSKIT_RUNS", "runs"))
+    """Where runs live: ``$GLASSKIT_RUNS``; else, when glasskit is used from its source
+    checkout, the checkout's ``runs/`` (one store for the CLI, ``make reports`` and notebooks
+    opened in JupyterLab, whatever their working directory); else ``./runs``."""
+    if os.environ.get("GLASSKIT_RUNS"):
+        return Path(os.environ["GLASSKIT_RUNS"])
+    if (CHECKOUT / "pyproject.toml").is_file() and (CHECKOUT / "notebooks").is_dir():
+        return CHECKOUT / "runs"
+    return Path("runs")
 
 
 class Run:

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -219,7 +220,7 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
         batches = batcher.iterate("train", cfg.train.batch_size, shuffle=True,
                                   seed=cfg.seed * 1000 + epoch, shard=(rank, world))
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                   disable=not progress or rank != 0, leave=False)
+                   disable=not progress or rank != 0 or not sys.stderr.isatty(), leave=False)
         total_loss, seen_samples = torch.zeros((), device=device), 0
         for step, (idx, batch) in enumerate(bar):
             if step >= steps_per_epoch or seen_samples >= usable:
@@ -259,6 +260,8 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
             raise Interrupted(f"stopped after epoch {state['epoch']}")
 
     if rank == 0:
+        if progress:
+            print(_stop_reason(state, cfg), flush=True)
         final = load_checkpoint(run.path / "best.pt", cfg, device, ds.fingerprint)
         model.load_state_dict(final["model"])
         metrics = final_metrics(model, batcher, cfg, ds)
@@ -269,6 +272,16 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
         dist.barrier()
         dist.destroy_process_group()
     return run
+
+
+def _stop_reason(state: dict, cfg: Config) -> str:
+    best = state["epoch"] - state["bad"]
+    if state["bad"] >= cfg.train.patience:
+        return (f"stopped early after epoch {state['epoch']}: validation NDCG@10 has not improved "
+                f"for {cfg.train.patience} epochs (best {state['best']:.4f} at epoch {best}); "
+                "evaluating that epoch's checkpoint")
+    return (f"finished all {cfg.train.epochs} epochs; best validation NDCG@10 {state['best']:.4f} "
+            f"at epoch {best}; evaluating that epoch's checkpoint")
 
 
 def final_metrics(model, batcher: Batcher, cfg: Config, ds: Dataset) -> dict[str, Any]:

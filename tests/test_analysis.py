@@ -34,7 +34,7 @@ def test_gate_by_length_bins_means_and_counts():
     assert t.loc["4-63", "mean_gate"] == pytest.approx(0.5) and t.loc["4-63", "count"] == 3
     assert t.loc["512+", "count"] == 1 and np.isnan(t.loc["512+", "std"])
     assert gate_trend(t.reset_index(), min_count=1) == pytest.approx(1.0)  # monotone here
-    assert list(length_bins(np.array([0, 3]), (1, 2, 4)).astype(str)) == ["0", "2+"]  # open top
+    assert list(length_bins(np.array([0, 3, 9]), (1, 2, 4)).astype(str)) == ["0", "2-3", "4+"]
 
 
 def test_stream_shares_weigh_each_streams_contribution():

@@ -3,7 +3,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -151,13 +150,14 @@ def test_notebook_03_on_smoke_trains_then_reuses_the_run(tmp_path, monkeypatch):
     rec = read_records(tmp_path / "out" / "03_training.ipynb")
     from glasskit.runs import Run
 
-    metrics = Run(rec["run"]).metrics()
+    run = tmp_path / "runs" / rec["run"]
+    metrics = Run(run).metrics()
     primary = metrics["test"][metrics["primary"]]
     assert rec["test_ndcg@10"] == primary["ndcg@10"] and rec["model"] == "tiger"
     assert len(rec["acc"]) == len(rec["precision"]) == 4  # 3 levels + dedup
-    mtime = (Path(rec["run"]) / "best.pt").stat().st_mtime
+    mtime = (run / "best.pt").stat().st_mtime
     build_reports(params, tmp_path / "out", only=["03"])  # reuses the cached run
-    assert (Path(rec["run"]) / "best.pt").stat().st_mtime == mtime
+    assert (run / "best.pt").stat().st_mtime == mtime
     assert read_records(tmp_path / "out" / "03_training.ipynb")["test_ndcg@10"] == rec["test_ndcg@10"]
 
 
@@ -170,6 +170,53 @@ def test_notebook_03_accepts_glass_and_a_variant(tmp_path, monkeypatch):
     rec = read_records(tmp_path / "out" / "03_training.ipynb")
     from glasskit.runs import Run
 
-    cfg = Run(rec["run"]).config
+    cfg = Run(tmp_path / "runs" / rec["run"]).config
     assert rec["model"] == "glass" and cfg.model.variant == "sidtier+shs+cr+sn"
     assert cfg.model.neighbours and cfg.tokenizer.codebooks[0] == 2  # smoke K0=8 resized by 4
+
+
+@pytest.mark.slow
+def test_notebooks_04_to_06_on_smoke_record_their_figures(tmp_path, monkeypatch):
+    """Gates, streams, CRP and the dashboard on one run store: 05 reuses 04's runs, 06 reads
+    them; every recorded figure is checked against what it must satisfy."""
+    from glasskit.runs import Run
+
+    monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GLASSKIT_RUNS", str(tmp_path / "runs"))
+    out = tmp_path / "out"
+    build_reports({"profile": "smoke"}, out, only=["04", "05", "06"])
+    g = read_records(out / "04_gates_and_attention_streams.ipynb")
+    assert set(g["runs"]) == {"[16, 8, 8]", "[8, 8, 8]"}  # Figure 4: twice the first level, and it
+    for name in g["runs"]:
+        t = g[f"gate_by_length {name}"]
+        assert sum(t["count"]) > 0 and all(0 <= v <= 1 for v in t["mean_gate"])
+        assert -1 <= g[f"gate_trend {name}"] <= 1 or g[f"gate_trend {name}"] is None
+        assert all(0 <= v <= 1 for v in g[f"retrieved_share {name}"].values())
+    assert 0 < g["short_mass_last3"] < 1
+
+    c = read_records(out / "05_crp_analysis.ipynb")
+    assert len(c["runs"]) == 3 and g["runs"]["[8, 8, 8]"] in c["runs"]  # reused, not retrained
+    for row in ("tiger", "sidtier+shs", "sidtier+shs+cr"):
+        hr = c[f"hrecall synthetic {row}"]
+        assert len(c[f"crp synthetic {row}"]) == len(hr) == 4
+        assert hr == sorted(hr, reverse=True)  # a prefix survives only if its parent did
+        assert all(p is None or 0 <= p <= 1 for p in c[f"P_i synthetic {row}"])
+    assert set(c["share_removed synthetic sidtier+shs"]) == {"2", "3", "4"}
+
+    d = read_records(out / "06_ablation_dashboard.ipynb")
+    assert d["dataset"] == "synthetic" and set(d["comparison"]) == {"tiger", "sidtier+shs",
+                                                                     "sidtier+shs+cr"}
+    assert d["missing_pairs"] == 6  # seeds 1 and 2 of three rows
+    for name in d["runs"]:
+        m = Run(tmp_path / "runs" / name).metrics()
+        label = "tiger" if name.startswith("tiger") else Run(tmp_path / "runs" / name).config.model.variant
+        assert d["comparison"][label]["ndcg@10"] == round(m["test"]["masked"]["ndcg@10"], 4)
+
+    for stem in ("04_gates_and_attention_streams", "05_crp_analysis", "06_ablation_dashboard"):
+        page = (out / f"{stem}.html").read_text()
+        assert f"<title>{stem}</title>" in page and page.count('src="plotly.min.js"') == 1
+        assert "cdnjs" not in page and "cdn.jsdelivr" not in page  # offline
+        assert len(page) < 2_000_000  # plotly.js is shared, not inlined
+    assert (out / "plotly.min.js").stat().st_size > 1_000_000
+    index = (out / "index.html").read_text()
+    assert "Runs behind the reports" in index and g["runs"]["[8, 8, 8]"] in index

@@ -12,9 +12,10 @@ DEFAULT_EDGES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 38
 
 
 def length_bins(lengths: np.ndarray, edges: tuple[int, ...] = DEFAULT_EDGES) -> pd.Series:
-    """Label of the bin [lo, hi) holding each length (the last bin is open: "512+")."""
+    """Label of the bin [lo, hi) holding each length (the last bin is open: "512+"; 0 is its
+    own bin). The same edges give the same labels whatever the data, so tables of several
+    configurations line up."""
     lengths = np.asarray(lengths)
-    edges = [e for e in edges if e <= max(1, int(lengths.max(initial=1)))] or [1]
     labels = [f"{lo}" if hi - lo == 1 else f"{lo}-{hi - 1}" for lo, hi in zip(edges, edges[1:])]
     labels.append(f"{edges[-1]}+")
     i = np.searchsorted(np.asarray(edges), lengths, side="right") - 1
@@ -25,7 +26,8 @@ def length_bins(lengths: np.ndarray, edges: tuple[int, ...] = DEFAULT_EDGES) -> 
 def gate_by_length(lengths: np.ndarray, gates: np.ndarray,
                    edges: tuple[int, ...] = DEFAULT_EDGES) -> pd.DataFrame:
     """Average gate value per retrieved-length bin (GLASS Figure 4), with its standard deviation
-    and the number of (beam, layer) values in the bin, so that sparse bins are visible."""
+    and the number of (beam, layer) values in the bin, so that sparse bins are visible; bins
+    without values are left out."""
     df = pd.DataFrame({"bin": length_bins(lengths, edges), "gate": np.asarray(gates, float),
                        "length": np.asarray(lengths)})
     out = df.groupby("bin", observed=True).agg(mean_gate=("gate", "mean"), std=("gate", "std"),
