@@ -125,6 +125,17 @@ def cmd_reports(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_strip(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from glasskit.notebook import strip_outputs
+
+    paths = args.paths or sorted(Path(__file__).resolve().parent.parent.glob("notebooks/*.ipynb"))
+    changed = [str(p) for p in paths if strip_outputs(p)]
+    print(json.dumps({"stripped": changed}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m glasskit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -175,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--split", default="test", choices=("valid", "test"))
     c.add_argument("--partial", action="store_true", help="skip unfinished runs instead of failing")
     c.set_defaults(func=cmd_compare)
+
+    st = sub.add_parser("strip-notebooks", help="clear outputs of notebooks before committing them")
+    st.add_argument("paths", nargs="*", help="default: the notebooks/ of this checkout")
+    st.set_defaults(func=cmd_strip)
 
     r = sub.add_parser("reports", help="execute the notebooks into reports/ with papermill")
     common(r)

@@ -38,6 +38,32 @@ def read_records(path: str | Path) -> dict[str, Any]:
     return out
 
 
+def strip_outputs(path: str | Path) -> bool:
+    """Clear a notebook's outputs, execution counts and per-run metadata in place (what a
+    notebook looks like in the repository). Returns whether anything changed."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    changed = False
+    for cell in nb.cells:
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count")):
+            cell.outputs, cell.execution_count = [], None
+            changed = True
+        for key in ("execution", "papermill", "collapsed", "scrolled"):
+            if key in cell.metadata:
+                del cell.metadata[key]
+                changed = True
+    for key in ("papermill", "widgets"):
+        if key in nb.metadata:
+            del nb.metadata[key]
+            changed = True
+    if changed:
+        from glasskit.io import write_text
+
+        write_text(path, nbformat.writes(nb) + "\n")
+    return changed
+
+
 def setup_plotly() -> None:
     """Figures render in JupyterLab (plotly's mimetype, drawn by its Lab extension) and in the
     HTML exports (a div and a call to ``Plotly.newPlot``; the export page loads plotly.js once

@@ -54,6 +54,7 @@ def find_notebooks(folder: Path = NOTEBOOKS, only: list[str] | None = None) -> l
 
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+CELL_TIMEOUT = 4 * 3600  # seconds per cell: a hung kernel fails the report instead of waiting forever
 
 
 class _Progress(logging.Handler):
@@ -84,6 +85,8 @@ def run_notebook(src: Path, out_dir: Path, parameters: dict[str, Any],
     declared = pm.inspect_notebook(str(src))
     unknown = [k for k in parameters if k not in declared]
     params = {k: v for k, v in parameters.items() if k in declared}
+    if "live" in declared:  # headless: no live widgets (their output routing can block nbclient)
+        params["live"] = False
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{src.stem}.running.ipynb"
     start = time.time()
@@ -95,7 +98,8 @@ def run_notebook(src: Path, out_dir: Path, parameters: dict[str, Any],
     try:
         pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3",
                             cwd=str(src.parent), progress_bar=False,
-                            log_output=log_output or handler is not None, report_mode=False)
+                            log_output=log_output or handler is not None, report_mode=False,
+                            execution_timeout=CELL_TIMEOUT)
     except PapermillExecutionError as e:
         failed = out_dir / f"{src.stem}.failed.ipynb"
         if tmp.exists():

@@ -4,8 +4,9 @@ and a bar chart with error bars; train the missing (row, seed) pairs in the back
 
 Training runs ``python -m glasskit train`` in a subprocess per pair, one at a time, fed by a
 background thread, so the kernel stays responsive, a cancel stops at once (the run folder
-stays resumable) and each finished run refreshes the view. Headless (papermill) the notebook
-renders :meth:`AblationDashboard.static` instead of the live widget.
+stays resumable) and each finished run refreshes the view. Headless (papermill, ``live=False``)
+the dashboard never draws into its Output widget (nbclient can block on output routed to
+widgets, jupyter/nbclient#312) and the notebook renders :meth:`AblationDashboard.static`.
 """
 
 from __future__ import annotations
@@ -91,10 +92,12 @@ class AblationDashboard:
     def __init__(self, root: str | Path | None = None, profile: str = "quick",
                  dataset: str | None = None, data_dir: str | None = None,
                  seeds: tuple[int, ...] = (0, 1, 2), rows: list[Row] | None = None,
-                 default_rows: tuple[str, ...] = ("tiger", "sidtier+shs", "sidtier+shs+cr")):
+                 default_rows: tuple[str, ...] = ("tiger", "sidtier+shs", "sidtier+shs+cr"),
+                 live: bool = True):
         import ipywidgets as w
 
         self.root = Path(root) if root is not None else runs_root()
+        self.live = live
         self.profile, self.data_dir, self.seeds = profile, data_dir, tuple(seeds)
         self.catalog = {r.label: r for r in (rows or globals()["default_rows"]())}
         self.dataset_default = configure(profile, dataset).data.dataset
@@ -169,7 +172,7 @@ class AblationDashboard:
                                        error_y={"type": "data", "array": t[f"{metric} std"].fillna(0)}))
         self.figure.update_layout(title=f"{metric} ({ranking}), mean ± std over seeds",
                                   yaxis_title=metric, height=380)
-        if _in_kernel():  # outside a kernel plotly would pick a renderer that opens a browser
+        if self.live and _in_kernel():  # outside a kernel plotly would open a browser
             from IPython.display import display
 
             self.chart.clear_output(wait=True)

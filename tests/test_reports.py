@@ -108,7 +108,8 @@ def test_every_notebook_has_one_parameters_cell():
         nb = nbformat.read(str(path), as_version=4)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, path.name
-        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), path.name
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
+            f"{path.name} has outputs: run `make strip` before committing")
 
 
 @pytest.mark.slow
