@@ -11,6 +11,13 @@ and, for models that read the long-term history (``long=True``):
     long_offsets (B, K0+1)  where each first code's run starts in long_codes
 so that retrieving "the long-history items sharing first code a" is the slice
 ``long_codes[b, long_offsets[b, a]:long_offsets[b, a+1]]`` (GLASS §4.2, DualGR eq. 8).
+For decoder-only models that read the whole kept history (``history=U``, DualGR):
+    hist (B, U, L)     SID codes of the last U inputs, -1 = padding (most recent last)
+    negatives (B, M)   exposure negatives between the previous positive and the target
+                       (``negatives=M``; -1 = none), training targets with a negative label
+For ID models (``items=S``), a batch also holds item indices:
+    seq (B, S)          the last S inputs, -1 = padding (most recent last)
+    seq_targets (B, S)  the item that follows each input (the last is the target), -1 = none
 With ``detail=True`` (analysis only) a batch also names the items behind the codes:
     short_items (B, S)  item indices of the short window, -1 = padding
     long_items, long_age (B, H)  the sorted long history's items and their age: how many
@@ -31,12 +38,14 @@ from glasskit.tokenize.sid_tier import sid_tier_counts
 
 class Batcher:
     def __init__(self, ds: Dataset, table: SidTable, device: torch.device | str = "cpu",
-                 long: bool = False, tier: tuple[np.ndarray, int] | None = None):
-        """``tier = (item × prototype cosine table, N)`` adds SID-Tier counts ``tier`` (B, K0, N)."""
+                 long: bool = False, tier: tuple[np.ndarray, int] | None = None,
+                 items: int | None = None, history: int | None = None, negatives: int = 0):
+        """``tier = (item × prototype cosine table, N)`` adds SID-Tier counts ``tier`` (B, K0, N);
+        ``items = S`` adds the item windows of ID models."""
         if table.n_items != ds.seqs.n_items:
             raise ValueError(f"SID table has {table.n_items} items, the dataset {ds.seqs.n_items}")
         self.ds, self.table, self.device, self.long = ds, table, torch.device(device), long
-        self.tier = tier
+        self.tier, self.items, self.history, self.negatives = tier, items, history, negatives
         self.detail = False
         self.codes = np.concatenate([table.codes, np.full((1, table.levels), -1)])  # row -1 = pad
         self.first = table.first
@@ -58,6 +67,16 @@ class Batcher:
         }
         if self.detail:
             out["short_items"] = window
+        if self.history:
+            out["hist"] = self.codes[short_windows(seqs, s, self.history)]
+        if self.negatives and self.ds.negatives is not None:
+            pos = seqs.offsets[s.user] + s.t
+            out["negatives"] = self.ds.negatives.between(
+                s.user, seqs.timestamps[pos - 1], seqs.timestamps[pos], self.negatives)
+        if self.items:
+            seq = short_windows(seqs, s, self.items)
+            nxt = short_windows(seqs, Samples(s.user, s.t + 1), self.items)  # positions + 1
+            out["seq"], out["seq_targets"] = seq, np.where(seq >= 0, nxt, PAD)
         if self.long:
             out.update(self._long(s))
         if self.tier is not None:

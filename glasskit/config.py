@@ -21,7 +21,6 @@ from glasskit.errors import ConfigError
 
 DATASETS = ("ml-100k", "ml-latest-small", "ml-1m", "kuairec", "csv", "synthetic")
 PROFILES = ("smoke", "quick", "paper")
-MODELS = ("tiger", "glass")
 
 
 @dataclass
@@ -133,49 +132,82 @@ class TokenizerConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "tiger"  # tiger | glass
+    """What every model shares. The model's own hyperparameters are ``params``: an instance of
+    the config dataclass the registry (``glasskit.models.REGISTRY``) pairs with ``name``,
+    defined beside the model's module. They are read and written flat: ``model.sid_tier`` is
+    ``model.params.sid_tier`` (in YAML, dotted overrides and attribute access alike)."""
+
+    name: str = "tiger"
+    variant: str | None = None  # label of an ablation row of the model (its registered variants)
     d_model: int = 96  # GLASS Table 2: embedding 96, 8 heads, key/value width 32
     heads: int = 8
     head_dim: int = 32
     ff: int = 256
-    enc_layers: int = 2
-    dec_layers: int = 2
     dropout: float = 0.1  # embeddings and every sub-layer output (Vaswani et al. §5.4)
     attn_dropout: float = 0.0  # attention probabilities; > 0 forces unfused attention on CPU
-    # GLASS (§4); with every switch off GLASS is TIGER
-    variant: str | None = None  # label of the ablation row (see VARIANTS)
-    sid_tier: bool = True  # §4.1: K0 × N tier counts -> MLP -> one encoder token
-    tiers: int = 10  # N equal-width tiers over [-1, 1]
-    tier_scale: str = "log1p"  # "log1p" or "raw" counts into the MLP
-    tier_hidden: int = 20  # GLASS Table 2: SIDTier MLP dimension
-    hard_search: bool = True  # §4.2: retrieval cross-attention + gate after the first step
-    retrieve_max: int | None = None  # None: every same-first-code item (eq. 7); else the most recent
-    gate: str = "learned"  # "learned" (eq. 12) or "fixed" (g = 0.5, §5.4)
-    neighbours: bool = False  # §4.3.1: merge the top-k neighbour codes' items when few
-    neighbour_k: int = 4
-    tau: int = 8  # neighbour augmentation triggers below tau retrieved items
+    params: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.params is None:
+            self.params = model_entry(self.name).config()
+
+    def __getattr__(self, key: str) -> Any:  # only when ordinary lookup fails: the params
+        if key.startswith("__") or key == "params":
+            raise AttributeError(key)
+        params = self.__dict__.get("params")
+        if params is not None and key in {f.name for f in dataclasses.fields(params)}:
+            return getattr(params, key)
+        raise AttributeError(f"model {self.__dict__.get('name')!r} has no setting {key!r}")
+
+    def set_name(self, name: str) -> None:
+        """Switch to model ``name``: its own params, keeping the values of fields both models'
+        configs share (TIGER -> GLASS keeps the layer counts)."""
+        if name == self.name and self.params is not None:
+            return
+        new = model_entry(name).config()
+        if self.params is not None:
+            for f in dataclasses.fields(new):
+                if hasattr(self.params, f.name):
+                    setattr(new, f.name, getattr(self.params, f.name))
+        self.name, self.params = name, new
+
+    def key_owner(self, key: str) -> Any:
+        """The object that holds setting ``key``: this config or its params."""
+        if key in {f.name for f in dataclasses.fields(self)} and key != "params":
+            return self
+        if key in {f.name for f in dataclasses.fields(self.params)}:
+            return self.params
+        return None
 
     def validate(self) -> None:
-        if self.variant is not None and self.variant not in VARIANTS:
-            raise ConfigError(f"model.variant: unknown variant {self.variant!r}; "
-                              f"choose one of {sorted(VARIANTS)}")
-        if self.tier_scale not in ("log1p", "raw"):
-            raise ConfigError(f"model.tier_scale must be log1p or raw, got {self.tier_scale!r}")
-        if self.gate not in ("learned", "fixed"):
-            raise ConfigError(f"model.gate must be learned or fixed, got {self.gate!r}")
-        for name in ("tiers", "tier_hidden", "neighbour_k"):
-            _positive(f"model.{name}", getattr(self, name))
-        if self.retrieve_max is not None:
-            _positive("model.retrieve_max", self.retrieve_max)
-        _positive("model.tau", self.tau, allow_zero=True)
-        if self.name not in MODELS:
-            raise ConfigError(f"model.name: unknown model {self.name!r}; choose one of {MODELS}")
-        for name in ("d_model", "heads", "head_dim", "ff", "enc_layers", "dec_layers"):
+        entry = model_entry(self.name)
+        if self.variant is not None and self.variant not in entry.variants:
+            raise ConfigError(f"model.variant: {self.name} has no variant {self.variant!r}; "
+                              f"choose one of {sorted(entry.variants) or 'none'}")
+        for name in ("d_model", "heads", "head_dim", "ff"):
             _positive(f"model.{name}", getattr(self, name))
         for name in ("dropout", "attn_dropout"):
             value = getattr(self, name)
             if not (isinstance(value, float | int) and 0.0 <= value < 1.0):
                 raise ConfigError(f"model.{name} must lie in [0, 1), got {value!r}")
+        if not isinstance(self.params, entry.config):
+            raise ConfigError(f"model.params: expected {entry.config.__name__} for {self.name}")
+        self.params.validate()
+
+
+def model_entry(name: str):
+    """The registry entry (model class, config class, variants) of model ``name``."""
+    from glasskit.models import REGISTRY
+
+    if name not in REGISTRY:
+        raise ConfigError(f"model.name: unknown model {name!r}; choose one of {tuple(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def model_names() -> tuple[str, ...]:
+    from glasskit.models import REGISTRY
+
+    return tuple(REGISTRY)
 
 
 @dataclass
@@ -235,7 +267,10 @@ class Config:
                      if f.default_factory is not dataclasses.MISSING)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every section as plain data; the model's params sit flat in its section."""
+        d = dataclasses.asdict(self)
+        d["model"].update(d["model"].pop("params"))
+        return d
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -264,9 +299,10 @@ class Config:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def replace(self, **overrides: Any) -> Config:
-        """A copy with dotted overrides applied, e.g. ``replace(**{"data.short_len": 20})``."""
+        """A copy with dotted overrides applied, e.g. ``replace(**{"data.short_len": 20})``;
+        ``model.name`` first, so that the other model settings find the new model's params."""
         cfg = copy.deepcopy(self)
-        for key, value in overrides.items():
+        for key, value in sorted(overrides.items(), key=lambda kv: kv[0] != "model.name"):
             _set(cfg, key, value)
         return cfg.validate()
 
@@ -279,6 +315,9 @@ def _positive(name: str, value: Any, allow_zero: bool = False) -> None:
 
 
 def _apply(obj: Any, d: dict[str, Any], prefix: str) -> None:
+    if isinstance(obj, ModelConfig):
+        _apply_model(obj, d)
+        return
     names = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in d.items():
         if key not in names:
@@ -292,6 +331,36 @@ def _apply(obj: Any, d: dict[str, Any], prefix: str) -> None:
             setattr(obj, key, value)
 
 
+def _apply_model(m: ModelConfig, d: dict[str, Any]) -> None:
+    """A model section: its name first, then shared settings and the model's params. Keys of
+    other models' params are dropped: configs written before per-model configs held every
+    model's switches in one flat section, and such runs stay readable."""
+    if not isinstance(d, dict):
+        raise ConfigError("config key 'model' must be a mapping")
+    if "name" in d:
+        if not isinstance(d["name"], str):
+            raise ConfigError(f"model.name must be a model name, got {d['name']!r}")
+        m.set_name(d["name"])
+    others = {f.name for e in _all_entries() for f in dataclasses.fields(e.config)}
+    for key, value in d.items():
+        if key in ("name", "params"):
+            continue
+        owner = m.key_owner(key)
+        if owner is None:
+            if key in others:
+                continue  # another model's setting in a legacy flat model section
+            known = sorted({f.name for f in dataclasses.fields(m) if f.name != "params"}
+                           | {f.name for f in dataclasses.fields(m.params)})
+            raise ConfigError(f"unknown config key 'model.{key}' for model {m.name}; known: {known}")
+        setattr(owner, key, value)
+
+
+def _all_entries():
+    from glasskit.models import REGISTRY
+
+    return REGISTRY.values()
+
+
 def _set(cfg: Config, dotted: str, value: Any) -> None:
     *path, leaf = dotted.split(".")
     obj: Any = cfg
@@ -299,6 +368,15 @@ def _set(cfg: Config, dotted: str, value: Any) -> None:
         if not hasattr(obj, part) or not dataclasses.is_dataclass(getattr(obj, part)):
             raise ConfigError(f"unknown config section {part!r} in {dotted!r}")
         obj = getattr(obj, part)
+    if isinstance(obj, ModelConfig):
+        if leaf == "name":
+            obj.set_name(value)
+            return
+        owner = obj.key_owner(leaf)
+        if owner is None:
+            raise ConfigError(f"unknown config key {dotted!r} for model {obj.name}")
+        setattr(owner, leaf, value)
+        return
     if leaf not in {f.name for f in dataclasses.fields(obj)}:
         raise ConfigError(f"unknown config key {dotted!r}")
     setattr(obj, leaf, value)
@@ -320,8 +398,8 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
         cfg.embed = EmbedConfig(method="tfidf", dim=16)
         cfg.tokenizer = TokenizerConfig(codebooks=[8, 8, 8], hidden=[32], latent=8, epochs=150,
                                         batch_size=256, neighbours=2)
-        cfg.model = ModelConfig(d_model=32, heads=2, head_dim=16, ff=64, enc_layers=1,
-                                dec_layers=1)
+        cfg.model = ModelConfig(d_model=32, heads=2, head_dim=16, ff=64)
+        hints = {"enc_layers": 1, "dec_layers": 1, "layers": 1}
         # fp32: bf16 does not pay at this size, and the stored smoke reports (tests/nbval)
         # must not depend on whether the CPU has bf16
         cfg.train = TrainConfig(epochs=3, batch_size=128, warmup_steps=10, patience=2, amp="off")
@@ -334,13 +412,20 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
         # sized for 2 CPU cores: ~19k training samples, a few minutes per model
         cfg.model = ModelConfig(d_model=64, heads=4, head_dim=16, ff=128)
         cfg.train = TrainConfig(epochs=8, patience=3, warmup_steps=50)
+        hints = {}
     elif name == "paper":
         cfg = Config(profile="paper")
         cfg.data = DataConfig(dataset="ml-100k", short_len=50, long_max=1000)
         cfg.embed = EmbedConfig(method="minilm")
         cfg.train = TrainConfig(epochs=500, lr=1e-4, patience=50, warmup_steps=1000)
+        hints = {}
     else:
         raise ConfigError(f"profile: unknown profile {name!r}; choose one of {PROFILES}")
+    if "model.name" in overrides:
+        cfg.model.set_name(overrides["model.name"])
+    for key, value in hints.items():  # the profile's sizes for whichever model has the field
+        if hasattr(cfg.model.params, key):
+            setattr(cfg.model.params, key, value)
     return cfg.replace(**overrides) if overrides else cfg.validate()
 
 
@@ -362,44 +447,45 @@ def configure(profile_name: str = "quick", dataset: str | None = None,
     if data_dir is not None:
         extra["data.data_dir"] = data_dir
     if variant is not None and model is None:
-        model = "glass"  # a variant is a GLASS ablation row
+        model = variant_owner(variant)  # e.g. sidtier+shs is a GLASS row
     if model is not None:
         extra["model.name"] = model
     cfg = profile(profile_name, **extra, **overrides)
-    if variant is not None:
-        if cfg.model.name != "glass":
-            raise ConfigError(f"variant {variant!r} applies to model glass, not {cfg.model.name!r}")
-        cfg = apply_variant(cfg, variant)
-    return cfg
+    return apply_variant(cfg, variant) if variant is not None else cfg
 
 
-# GLASS ablation rows (§5.3-5.4): switches applied on top of a profile by apply_variant.
-VARIANTS: dict[str, dict[str, Any]] = {
-    "tiger": {"model.sid_tier": False, "model.hard_search": False, "model.neighbours": False},
-    "sidtier": {"model.sid_tier": True, "model.hard_search": False, "model.neighbours": False},
-    "sidtier+shs": {"model.sid_tier": True, "model.hard_search": True, "model.neighbours": False},
-    "sidtier+shs+cr": {"model.sid_tier": True, "model.hard_search": True,
-                       "model.neighbours": False, "resize": 4},
-    "sidtier+shs+cr+sn": {"model.sid_tier": True, "model.hard_search": True,
-                          "model.neighbours": True, "resize": 4},
-    "fixed-gate": {"model.sid_tier": True, "model.hard_search": True, "model.neighbours": False,
-                   "model.gate": "fixed"},
-}
+def variant_owner(variant: str) -> str:
+    """The model whose registered ablation rows include ``variant``."""
+    owners = [name for name, e in _registry_items() if variant in e.variants]
+    if len(owners) != 1:
+        known = {name: sorted(e.variants) for name, e in _registry_items() if e.variants}
+        raise ConfigError(f"variant {variant!r} names {'no' if not owners else 'more than one'} "
+                          f"model's ablation row; known: {known}")
+    return owners[0]
+
+
+def _registry_items():
+    from glasskit.models import REGISTRY
+
+    return REGISTRY.items()
 
 
 def apply_variant(cfg: Config, variant: str) -> Config:
-    """GLASS with the switches of an ablation row; ``cr`` divides the first-level codebook by 4
-    (codebook resizing, §4.3.2)."""
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown GLASS variant {variant!r}; choose one of {sorted(VARIANTS)}")
+    """The model with the switches of one of its ablation rows (the variants its registry entry
+    lists, e.g. GLASS §5.3-5.4); a row of another model switches to that model. A ``resize``
+    entry divides the first-level codebook (GLASS codebook resizing, §4.3.2)."""
+    entry = model_entry(cfg.model.name)
+    if variant not in entry.variants:  # another model's row: switch to that model
+        cfg = cfg.replace(**{"model.name": variant_owner(variant)})
+        entry = model_entry(cfg.model.name)
     if cfg.model.variant == variant:
         return cfg
-    switches = dict(VARIANTS[variant])
+    switches = dict(entry.variants[variant])
     resize = switches.pop("resize", None)
     if resize:
         books = list(cfg.tokenizer.codebooks)
         switches["tokenizer.codebooks"] = [max(2, books[0] // resize), *books[1:]]
-    return cfg.replace(**{"model.name": "glass", "model.variant": variant, **switches})
+    return cfg.replace(**{"model.variant": variant, **switches})
 
 
 def load_config(path: str | Path) -> Config:

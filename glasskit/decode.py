@@ -8,8 +8,9 @@ its parent (``model.select``). A model may add per-beam context after a step thr
 
 History masking: with ``seen`` (B, n_items) given, at the last level the SIDs of items the user
 already saw are removed before the top-B cut, so K valid unseen items remain whenever the
-catalogue allows. Ties: items sharing one SID (``collisions="keep"``) are listed in item-index
-order; equal-score beams keep ``torch.topk``'s order.
+catalogue allows. The kept beams' items then go through :func:`top_k_items`, the ranking step
+every model shares (glasskit.ranking): seen items removed, equal scores ordered by item index
+(items sharing one SID under ``collisions="keep"`` tie, and are listed in item order).
 """
 
 from __future__ import annotations
@@ -84,14 +85,28 @@ def beam_search(model, batch: dict[str, torch.Tensor], index: PrefixIndex, beam:
     G = groups.shape[-1]
     items = groups.reshape(B, -1)
     item_scores = scores[..., None].expand(-1, -1, G).reshape(B, -1)
-    ok = (items >= 0) & torch.isfinite(item_scores)
+    items, out_scores = top_k_items(items, item_scores, k, seen)
+    return BeamResult(items, out_scores, trace)
+
+
+def top_k_items(items: torch.Tensor, scores: torch.Tensor, k: int,
+                seen: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidates ``items`` (B, C) (-1 = none) with ``scores`` (B, C) -> the best ``k`` (B, k):
+    seen items (``seen`` (B, n_items) True) and invalid candidates dropped, higher score first,
+    equal scores by lower item index; padded with -1 / -inf when fewer than k remain. Every
+    model's ranking ends here."""
+    ok = (items >= 0) & torch.isfinite(scores)
     if seen is not None:
         ok &= ~seen.gather(1, items.clamp_min(0))
-    order = torch.sort((~ok).to(torch.int8), dim=1, stable=True).indices[:, :k]
-    items = torch.where(ok.gather(1, order), items.gather(1, order), -1)
-    out_scores = torch.where(items >= 0, item_scores.gather(1, order), NEG)
-    if items.shape[1] < k:
-        pad = k - items.shape[1]
-        items = torch.nn.functional.pad(items, (0, pad), value=-1)
+    s = torch.where(ok, scores.float(), NEG)
+    # tie-break by item index: order by index first, then stably by score
+    by_item = torch.argsort(torch.where(ok, items, torch.iinfo(items.dtype).max), dim=1, stable=True)
+    s, items, ok = s.gather(1, by_item), items.gather(1, by_item), ok.gather(1, by_item)
+    order = torch.argsort(s, dim=1, descending=True, stable=True)[:, :k]
+    out_items = torch.where(ok.gather(1, order), items.gather(1, order), -1)
+    out_scores = torch.where(out_items >= 0, s.gather(1, order), NEG)
+    if out_items.shape[1] < k:
+        pad = k - out_items.shape[1]
+        out_items = torch.nn.functional.pad(out_items, (0, pad), value=-1)
         out_scores = torch.nn.functional.pad(out_scores, (0, pad), value=NEG)
-    return BeamResult(items, out_scores, trace)
+    return out_items, out_scores

@@ -38,27 +38,34 @@ def resizing_study(ds: Dataset, first_sizes: list[int], split: str = "test") -> 
 
 
 def model_and_batcher(cfg: Config, ds: Dataset, table: SidTable, device):
-    """Build ``cfg.model`` with the inputs it needs (GLASS: the item × prototype cosine table
-    for SID-Tier, neighbour codes) and a batcher that produces them."""
+    """Build ``cfg.model`` with the inputs it declares (``Model.needs``: the long history for
+    retrieval, SID-Tier's item x prototype cosine table, GLASS's neighbour codes, item-id
+    windows) and a batcher that produces them."""
     import torch
 
     from glasskit.batching import Batcher
     from glasskit.device import tune_cpu_allocator
-    from glasskit.models import build_model
+    from glasskit.models import REGISTRY, build_model
     from glasskit.tokenize import cosine_table, neighbour_codes, prototypes
 
     if torch.device(device).type == "cpu":
         tune_cpu_allocator()
     m = cfg.model
-    extras, tier = {}, None
-    if m.name == "glass":
-        if m.sid_tier:
-            emb = ds.embeddings()
-            protos = prototypes(emb, table.first, table.sizes[0])
-            tier = (cosine_table(emb, protos), m.tiers)
-        if m.neighbours:
-            k = min(m.neighbour_k, table.sizes[0] - 1)
-            extras["neighbours"] = torch.as_tensor(neighbour_codes(table.codebooks[0], k))
-    model = build_model(cfg, table.sizes, extras).to(device)
-    batcher = Batcher(ds, table, device, long=getattr(model, "needs_long", False), tier=tier)
+    needs = REGISTRY[m.name].model.needs(cfg)
+    inputs, tier = {}, None
+    if "tier" in needs:
+        emb = ds.embeddings()
+        protos = prototypes(emb, table.first, table.sizes[0])
+        tier = (cosine_table(emb, protos), m.tiers)
+    if "neighbours" in needs:
+        k = min(m.neighbour_k, table.sizes[0] - 1)
+        inputs["neighbours"] = torch.as_tensor(neighbour_codes(table.codebooks[0], k))
+    if "first_codes" in needs:
+        inputs["first_codes"] = torch.as_tensor(table.first)
+    cls = REGISTRY[m.name].model
+    model = build_model(cfg, table.sizes, ds.seqs.n_items, inputs).to(device)
+    batcher = Batcher(ds, table, device, long="long" in needs, tier=tier,
+                      items=cls.window(cfg) if "items" in needs else None,
+                      history=cls.history(cfg) if "history" in needs else None,
+                      negatives=m.negatives if "negatives" in needs else 0)
     return model, batcher

@@ -40,6 +40,7 @@ from glasskit.metrics import (
     ranking_metrics,
 )
 from glasskit.pipeline import load, model_and_batcher
+from glasskit.ranking import rank
 from glasskit.runs import Run, create_run, run_lock, run_name, runs_root
 from glasskit.tokenize import SidTable
 
@@ -101,20 +102,22 @@ def primary_ranking(ds: Dataset) -> str:
 @torch.no_grad()
 def evaluate(model, batcher: Batcher, split: str, cfg: Config, masked: bool,
              full: bool = False) -> dict[str, Any]:
-    """Rank the catalogue with constrained beam search for every sample of ``split``.
-    ``full`` adds acc_i, P_i, CRP and hierarchical recall."""
+    """Rank the catalogue for every sample of ``split`` (glasskit.ranking: beam search for SID
+    models, every item for ID models; always fp32). ``full`` adds, for SID models, acc_i, P_i,
+    CRP and hierarchical recall."""
     was_training = model.training
     model.eval()
     t = cfg.train
-    device = batcher.device
-    index = batcher.table.index(device)
+    kind = model_kind(cfg)
+    full = full and kind == "sid"
+    index = batcher.table.index(batcher.device) if kind == "sid" else None
     n = len(batcher.ds.splits[split])
     ranked, targets, beams, greedy, argmax, gold = [], [], [], [], [], []
     for start in range(0, n, t.eval_batch_size):
         idx = np.arange(start, min(n, start + t.eval_batch_size))
         batch = batcher.batch(split, idx)
         seen = batcher.seen(split, idx) if masked else None
-        res = beam_search(model, batch, index, t.beam, max(t.ks), seen=seen)
+        res = rank(model, kind, batch, index, t.beam, max(t.ks), seen=seen)
         ranked.append(res.items.cpu().numpy())
         targets.append(batch["target_item"].cpu().numpy())
         if full:
@@ -136,6 +139,13 @@ def evaluate(model, batcher: Batcher, split: str, cfg: Config, masked: bool,
         out["hrecall"] = hierarchical_recall(trace, gold_codes)
     model.train(was_training)
     return out
+
+
+def model_kind(cfg: Config) -> str:
+    """"sid" (beam search over semantic IDs) or "id" (scores every item)."""
+    from glasskit.models import REGISTRY
+
+    return REGISTRY[cfg.model.name].kind
 
 
 def _schedule(step: int, warmup: int, total: int) -> float:
@@ -188,7 +198,8 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
     model, batcher = model_and_batcher(cfg, ds, table, device)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = make_optimizer(model, cfg)
-    n_train = len(ds.splits["train"]) // world
+    train_split = getattr(model, "train_split", "train")  # SASRec: one window per user
+    n_train = len(ds.splits[train_split]) // world
     steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
     total = steps_per_epoch * cfg.train.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -217,7 +228,7 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
         net.train()
         t0 = time.time()
         usable = n_train * world
-        batches = batcher.iterate("train", cfg.train.batch_size, shuffle=True,
+        batches = batcher.iterate(train_split, cfg.train.batch_size, shuffle=True,
                                   seed=cfg.seed * 1000 + epoch, shard=(rank, world))
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                    disable=not progress or rank != 0 or not sys.stderr.isatty(), leave=False)

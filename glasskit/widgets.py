@@ -24,7 +24,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from glasskit.analysis.run_tables import row_label, seed_table
-from glasskit.config import VARIANTS, Config, configure
+from glasskit.config import Config, configure
 from glasskit.errors import GlasskitError
 from glasskit.runs import Run, runs_root
 
@@ -54,10 +54,15 @@ class Row:
 
 
 def default_rows() -> list[Row]:
-    """TIGER and every GLASS ablation row (labels as ``compare`` prints them)."""
-    rows = [Row("tiger", "tiger")]
-    for v in VARIANTS:
-        rows.append(Row("tiger (glass, switches off)" if v == "tiger" else v, "glass", v))
+    """Every registered model and each of its ablation rows (labels as ``compare`` prints)."""
+    from glasskit.analysis.run_tables import base_label
+    from glasskit.models import REGISTRY
+
+    rows = []
+    for name, entry in REGISTRY.items():
+        if name != "glass":  # GLASS is its rows
+            rows.append(Row(name, name))
+        rows += [Row(base_label(name, v), name, v) for v in entry.variants]
     return rows
 
 

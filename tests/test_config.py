@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 import glasskit as gk
 from glasskit.config import Config, load_config
@@ -62,3 +63,35 @@ def test_invalid_profile_and_yaml(tmp_path):
         Config.from_dict({"modle": {}})
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_model_configs_are_per_model_and_read_flat(tmp_path):
+    glass = gk.profile("smoke", **{"model.name": "glass", "model.retrieve_max": 9})
+    assert type(glass.model.params).__name__ == "GlassConfig"
+    assert glass.model.retrieve_max == 9 and glass.model.enc_layers == 1  # smoke sizes
+    tiger = gk.profile("smoke")
+    assert type(tiger.model.params).__name__ == "TigerConfig"
+    assert "sid_tier" not in tiger.to_dict()["model"]  # no grab-bag: only TIGER's own settings
+    with pytest.raises(ConfigError, match="unknown config key 'model.sid_tier' for model tiger"):
+        tiger.replace(**{"model.sid_tier": True})
+    switched = tiger.replace(**{"model.name": "glass"})
+    assert switched.model.dec_layers == 1 and switched.model.sid_tier  # shared kept, own defaults
+    text = glass.to_yaml(tmp_path / "c.yaml")
+    assert "retrieve_max: 9" in text and "params" not in text  # flat in the model section
+    again = load_config(tmp_path / "c.yaml")
+    assert again.hash() == glass.hash() and again.model.retrieve_max == 9
+
+
+def test_configs_written_before_per_model_configs_stay_readable(tmp_path):
+    """A model section that held every model's switches (a TIGER run with GLASS's defaults) is
+    read: other models' keys are dropped, unknown keys still fail."""
+    legacy = gk.profile("quick").to_dict()
+    legacy["model"].update({"sid_tier": True, "tiers": 10, "hard_search": True,
+                            "retrieve_max": 64, "gate": "learned", "neighbours": False})
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(legacy))
+    cfg = load_config(tmp_path / "old.yaml")
+    assert cfg.model.name == "tiger" and cfg.hash() == gk.profile("quick").hash()
+    legacy["model"]["warp_drive"] = 1
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(legacy))
+    with pytest.raises(ConfigError, match="unknown config key 'model.warp_drive' for model tiger"):
+        load_config(tmp_path / "bad.yaml")

@@ -183,5 +183,5 @@ def test_no_target_or_future_item_reaches_any_stream():
 
 
 def test_unknown_variant():
-    with pytest.raises(ConfigError, match="unknown GLASS variant"):
+    with pytest.raises(ConfigError, match=r"variant 'sidtier\+magic' names no model's ablation row"):
         apply_variant(gk.profile("smoke"), "sidtier+magic")

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from glasskit.config import VARIANTS, Config, apply_variant, profile
+from glasskit.config import Config, apply_variant, model_names, profile
 from glasskit.errors import GlasskitError
 from glasskit.runs import Run, flatten
 
@@ -51,16 +51,19 @@ def level_table(metrics: dict, split: str = "test") -> pd.DataFrame:
     }, index=pd.Index(np.arange(1, n + 1), name="level")).round(4)
 
 
+def base_label(model: str, variant: str | None) -> str:
+    """A row's name: the variant (an ablation row) or the model. A variant named like another
+    model says whose row it is: GLASS's ``tiger`` row is ``tiger (glass, switches off)``."""
+    if variant is None:
+        return model
+    return f"{variant} ({model}, switches off)" if variant in model_names() else variant
+
+
 def row_label(run: Run) -> str:
-    """The ablation row a run belongs to: its GLASS variant or its model's name, followed by
-    every setting that departs from its profile's, e.g. ``sidtier+shs [model.retrieve_max=64]``."""
+    """The row a run belongs to (:func:`base_label`), followed by every setting that departs
+    from its profile's, e.g. ``sidtier+shs [model.retrieve_max=64]``."""
     cfg = run.config
-    model = cfg.model
-    if model.name == "glass":
-        base = "tiger (glass, switches off)" if model.variant == "tiger" else (
-            model.variant or "glass (custom switches)")
-    else:
-        base = model.name
+    base = base_label(cfg.model.name, cfg.model.variant)
     diff = config_diff(cfg)
     return f"{base} [{', '.join(diff)}]" if diff else base
 
@@ -78,7 +81,12 @@ def config_diff(cfg: Config) -> list[str]:
 
 
 def _row_order(label: str) -> int:
-    order = ["tiger", "tiger (glass, switches off)", *VARIANTS]
+    """Models in registry order, each followed by its ablation rows."""
+    from glasskit.models import REGISTRY
+
+    order = []
+    for name, entry in REGISTRY.items():
+        order += [name, *(base_label(name, v) for v in entry.variants)]
     base = label.split(" [")[0]
     return order.index(base) if base in order else len(order)
 

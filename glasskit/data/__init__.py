@@ -22,10 +22,12 @@ from glasskit.data.embeddings import (
 from glasskit.data.raw import RawData
 from glasskit.data.sequences import (
     PAD,
+    Negatives,
     Samples,
     Sequences,
     build_sequences,
     check_no_leakage,
+    exposure_negatives,
     long_histories,
     positive_filter,
     sequence_stats,
@@ -37,7 +39,7 @@ from glasskit.errors import DataError
 from glasskit.io import fingerprint
 
 __all__ = [
-    "PAD", "Dataset", "RawData", "Samples", "Sequences", "build_sequences", "check_no_leakage",
+    "PAD", "Dataset", "Negatives", "RawData", "Samples", "Sequences", "build_sequences", "check_no_leakage",
     "load_raw", "long_histories", "positive_filter", "prepare", "sequence_stats",
     "short_windows", "split_samples", "window_bounds",
 ]
@@ -69,6 +71,7 @@ class Dataset:
     raw: RawData
     seqs: Sequences
     splits: dict[str, Samples]
+    negatives: Negatives | None = None  # exposure negatives, when the data has any
     _embeddings: np.ndarray | None = field(default=None, repr=False)
     _fingerprint: str | None = field(default=None, repr=False)
 
@@ -152,4 +155,6 @@ def prepare(cfg: Config) -> Dataset:
     inter = positive_filter(raw.interactions, cfg.data.min_rating)
     seqs = build_sequences(inter, cfg.data.min_user_interactions)
     splits = split_samples(seqs, cfg.data.train_targets_per_user)
-    return Dataset(cfg, raw, seqs, splits)
+    negatives = exposure_negatives(raw.interactions, inter, seqs) if len(inter) < len(
+        raw.interactions) else None
+    return Dataset(cfg, raw, seqs, splits, negatives)

@@ -104,9 +104,50 @@ def build_sequences(interactions: pd.DataFrame, min_interactions: int = 3) -> Se
     )
 
 
+@dataclass
+class Negatives:
+    """Exposure negatives per user (CSR like Sequences): interactions the positive filter
+    removed (KuaiRec: watch_ratio <= 1; rated data with ``data.min_rating``: the ratings below
+    it), restricted to catalogue items and kept users, sorted by time."""
+
+    items: np.ndarray  # int64 (total,) catalogue item indices
+    timestamps: np.ndarray  # (total,)
+    offsets: np.ndarray  # int64 (n_users + 1,)
+
+    def between(self, users: np.ndarray, after: np.ndarray, until: np.ndarray,
+                k: int) -> np.ndarray:
+        """(n, k) the most recent negatives of each user with ``after < timestamp <= until``
+        (exposed between the previous positive and the target), -1 padded."""
+        out = np.full((len(users), k), PAD, dtype=np.int64)
+        for row, (u, a, b) in enumerate(zip(users, after, until)):
+            lo, hi = self.offsets[u], self.offsets[u + 1]
+            ts = self.timestamps[lo:hi]
+            i, j = np.searchsorted(ts, a, side="right"), np.searchsorted(ts, b, side="right")
+            picked = self.items[lo:hi][max(i, j - k):j]
+            out[row, : len(picked)] = picked[::-1]
+        return out
+
+
+def exposure_negatives(interactions: pd.DataFrame, positives: pd.DataFrame,
+                       seqs: Sequences) -> Negatives:
+    """The rows of ``interactions`` that are not in ``positives`` (same index), as Negatives."""
+    neg = interactions.drop(index=positives.index)
+    u = np.searchsorted(seqs.user_ids, neg["user"].to_numpy())
+    i = np.searchsorted(seqs.item_ids, neg["item"].to_numpy())
+    ok = ((u < seqs.n_users) & (i < seqs.n_items))
+    ok &= (seqs.user_ids[np.minimum(u, seqs.n_users - 1)] == neg["user"].to_numpy())
+    ok &= (seqs.item_ids[np.minimum(i, seqs.n_items - 1)] == neg["item"].to_numpy())
+    u, i, ts = u[ok], i[ok], neg["timestamp"].to_numpy()[ok]
+    order = np.lexsort((ts, u))
+    counts = np.bincount(u, minlength=seqs.n_users)
+    return Negatives(i[order].astype(np.int64), ts[order],
+                     np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+
+
 def split_samples(seqs: Sequences, train_targets_per_user: int | None = None) -> dict[str, Samples]:
     """Leave-one-out: last position = test, second to last = valid, earlier positions (t >= 1,
-    all or the last ``train_targets_per_user``) = train."""
+    all or the last ``train_targets_per_user``) = train. ``train_last`` holds each user's last
+    training position only (for models that learn from every position of one window, SASRec)."""
     n = seqs.lengths
     users = np.arange(seqs.n_users)
     first = np.ones_like(n) if train_targets_per_user is None else np.maximum(
@@ -114,8 +155,10 @@ def split_samples(seqs: Sequences, train_targets_per_user: int | None = None) ->
     n_train = n - 2 - first
     train_user = np.repeat(users, n_train)
     train_t = np.repeat(first, n_train) + _ranges(n_train)
+    has_train = n >= 4  # t = n - 3 >= 1
     return {
         "train": Samples(train_user, train_t),
+        "train_last": Samples(users[has_train], (n - 3)[has_train]),
         "valid": Samples(users.copy(), n - 2),
         "test": Samples(users.copy(), n - 1),
     }

@@ -1,22 +1,37 @@
-"""Model registry: every model is built from the config and the SID table's codebook sizes."""
+"""The model registry: a name maps to its model class, its config dataclass (the model's own
+hyperparameters, read flat in the model section), its ablation rows and the kind of ranking
+it does. A new model is one module plus one line here.
+
+Kinds: ``sid`` models rank by constrained beam search over semantic IDs; ``id`` models score
+every catalogue item. Both hand the same ranked-item arrays to the same masking, tie-breaking
+and metric code (glasskit.ranking).
+"""
 
 from __future__ import annotations
 
-from glasskit.config import Config
-from glasskit.models.glass import Glass
-from glasskit.models.tiger import Tiger
+from dataclasses import dataclass, field
+
+from glasskit.models.dualgr import DUALGR_VARIANTS, DualGR, DualgrConfig
+from glasskit.models.glass import GLASS_VARIANTS, Glass, GlassConfig
+from glasskit.models.sasrec import SASRec, SasrecConfig
+from glasskit.models.tiger import Tiger, TigerConfig
 
 
-def build_model(cfg: Config, sizes: list[int], extras: dict | None = None):
-    m = cfg.model
-    common = dict(sizes=sizes, short_len=cfg.data.short_len, d=m.d_model, heads=m.heads,
-                  head_dim=m.head_dim, ff=m.ff, enc_layers=m.enc_layers, dec_layers=m.dec_layers,
-                  dropout=m.dropout, attn_dropout=m.attn_dropout)
-    if m.name == "tiger":
-        return Tiger(**common)
-    if m.name == "glass":
-        return Glass(**common, sid_tier=m.sid_tier, tiers=m.tiers, tier_scale=m.tier_scale,
-                     tier_hidden=m.tier_hidden, hard_search=m.hard_search,
-                     retrieve_max=m.retrieve_max, gate=m.gate, tau=m.tau,
-                     neighbours=(extras or {}).get("neighbours"))
-    raise ValueError(f"unknown model {m.name!r}")
+@dataclass(frozen=True)
+class Entry:
+    model: type  # has needs(cfg) -> set of inputs and from_config(cfg, sizes, n_items, inputs)
+    config: type  # a dataclass with validate()
+    variants: dict[str, dict] = field(default_factory=dict)  # ablation row -> dotted switches
+    kind: str = "sid"  # "sid" (beam search over SIDs) or "id" (scores the catalogue)
+
+
+REGISTRY: dict[str, Entry] = {
+    "tiger": Entry(Tiger, TigerConfig),
+    "glass": Entry(Glass, GlassConfig, GLASS_VARIANTS),
+    "sasrec": Entry(SASRec, SasrecConfig, kind="id"),
+    "dualgr": Entry(DualGR, DualgrConfig, DUALGR_VARIANTS),
+}
+
+
+def build_model(cfg, sizes: list[int], n_items: int, inputs: dict | None = None):
+    return REGISTRY[cfg.model.name].model.from_config(cfg, sizes, n_items, inputs or {})

@@ -22,11 +22,60 @@ position, so their keys and values are projected once per vocabulary token per d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from glasskit.errors import ConfigError
 from glasskit.models.layers import Attention, DecoderLayer
-from glasskit.models.tiger import Tiger
+from glasskit.models.tiger import Tiger, TigerConfig
+
+
+@dataclass
+class GlassConfig(TigerConfig):
+    """GLASS's switches (§4); with every switch off GLASS is TIGER."""
+
+    sid_tier: bool = True  # §4.1: K0 × N tier counts -> MLP -> one encoder token
+    tiers: int = 10  # N equal-width tiers over [-1, 1]
+    tier_scale: str = "log1p"  # "log1p" or "raw" counts into the MLP
+    tier_hidden: int = 20  # GLASS Table 2: SIDTier MLP dimension
+    hard_search: bool = True  # §4.2: retrieval cross-attention + gate after the first step
+    retrieve_max: int | None = None  # None: every same-first-code item (eq. 7); else the most recent
+    gate: str = "learned"  # "learned" (eq. 12) or "fixed" (g = 0.5, §5.4)
+    neighbours: bool = False  # §4.3.1: merge the top-k neighbour codes' items when few
+    neighbour_k: int = 4
+    tau: int = 8  # neighbour augmentation triggers below tau retrieved items
+
+    def validate(self) -> None:
+        super().validate()
+        if self.tier_scale not in ("log1p", "raw"):
+            raise ConfigError(f"model.tier_scale must be log1p or raw, got {self.tier_scale!r}")
+        if self.gate not in ("learned", "fixed"):
+            raise ConfigError(f"model.gate must be learned or fixed, got {self.gate!r}")
+        for name in ("tiers", "tier_hidden", "neighbour_k", "tau"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (name != "tau"):
+                raise ConfigError(f"model.{name} must be a {'positive' if name != 'tau' else 'non-negative'} "
+                                  f"integer, got {value!r}")
+        if self.retrieve_max is not None and (not isinstance(self.retrieve_max, int)
+                                              or self.retrieve_max < 1):
+            raise ConfigError(f"model.retrieve_max must be a positive integer or null, "
+                              f"got {self.retrieve_max!r}")
+
+
+# GLASS ablation rows (§5.3-5.4); "resize" divides the first-level codebook (§4.3.2)
+GLASS_VARIANTS: dict[str, dict] = {
+    "tiger": {"model.sid_tier": False, "model.hard_search": False, "model.neighbours": False},
+    "sidtier": {"model.sid_tier": True, "model.hard_search": False, "model.neighbours": False},
+    "sidtier+shs": {"model.sid_tier": True, "model.hard_search": True, "model.neighbours": False},
+    "sidtier+shs+cr": {"model.sid_tier": True, "model.hard_search": True,
+                       "model.neighbours": False, "resize": 4},
+    "sidtier+shs+cr+sn": {"model.sid_tier": True, "model.hard_search": True,
+                          "model.neighbours": True, "resize": 4},
+    "fixed-gate": {"model.sid_tier": True, "model.hard_search": True, "model.neighbours": False,
+                   "model.gate": "fixed"},
+}
 
 
 class GlassDecoderLayer(DecoderLayer):
@@ -92,6 +141,21 @@ class Glass(Tiger):
                              persistent=False)
         self.needs_long = hard_search
         self.needs_tier = sid_tier
+
+    @classmethod
+    def needs(cls, cfg) -> set[str]:
+        m = cfg.model
+        return ({"long"} if m.hard_search else set()) | ({"tier"} if m.sid_tier else set()) | (
+            {"neighbours"} if m.neighbours else set())
+
+    @classmethod
+    def from_config(cls, cfg, sizes: list[int], n_items: int, inputs: dict) -> Glass:
+        m = cfg.model
+        return cls(sizes, cfg.data.short_len, m.d_model, m.heads, m.head_dim, m.ff, m.enc_layers,
+                   m.dec_layers, m.dropout, m.attn_dropout, sid_tier=m.sid_tier, tiers=m.tiers,
+                   tier_scale=m.tier_scale, tier_hidden=m.tier_hidden, hard_search=m.hard_search,
+                   retrieve_max=m.retrieve_max, gate=m.gate, tau=m.tau,
+                   neighbours=inputs.get("neighbours"))
 
     def make_decoder(self, d, heads, head_dim, ff, dropout, attn_dropout, n) -> nn.ModuleList:
         if not self.hard_search:

@@ -11,11 +11,28 @@ Shapes: B batch, S short_len, L levels, T = S·L encoder tokens, d model width; 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glasskit.errors import ConfigError
 from glasskit.models.layers import DecoderLayer, Dropout, EncoderLayer, KVCache, attend_mask
+
+
+@dataclass
+class TigerConfig:
+    """TIGER's own sizes (the shared width, heads and dropout are in ModelConfig)."""
+
+    enc_layers: int = 2
+    dec_layers: int = 2
+
+    def validate(self) -> None:
+        for name in ("enc_layers", "dec_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
 
 
 def sid_loss(logits: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
@@ -72,6 +89,17 @@ class Tiger(nn.Module):
         # set to [] to record, per decoder pass, its attention maps (and GLASS's gates): see
         # glasskit.analysis.trace for how they are read
         self.inspect: list | None = None
+
+    @classmethod
+    def needs(cls, cfg) -> set[str]:
+        """Inputs beyond the short window the batcher must provide (see pipeline)."""
+        return set()
+
+    @classmethod
+    def from_config(cls, cfg, sizes: list[int], n_items: int, inputs: dict) -> Tiger:
+        m = cfg.model
+        return cls(sizes, cfg.data.short_len, m.d_model, m.heads, m.head_dim, m.ff, m.enc_layers,
+                   m.dec_layers, m.dropout, m.attn_dropout)
 
     def make_decoder(self, d, heads, head_dim, ff, dropout, attn_dropout, n) -> nn.ModuleList:
         return nn.ModuleList(DecoderLayer(d, heads, head_dim, ff, dropout, attn_dropout)

@@ -1,0 +1,250 @@
+"""DualGR (Yi et al., 2025; dualgr.md §2): generative retrieval with a dual-branch router,
+search-based SID decoding and an exposure-aware loss, on an encoder-free decoder.
+
+- Frontend (eq. 6): no encoder. The context is the sample's kept history as a list of actions,
+  one token per item: the sum of its SID code embeddings plus its recency, then LayerNorm
+  (no static user features: the datasets have none). The decoder (BOS + SID prefix) reads it
+  step by step through cross-attention; keys and values are projected once per sample.
+- Dual-Branch Router (eq. 3-7): the long window is the last ``long_window`` actions, the short
+  one the last ``short_window``. Each is summarised by the mean of its actions' level-1 code
+  embeddings (E_vocab^(1)). In training the first SID token reads the window whose summary has
+  the higher cosine with the target's level-1 embedding (eq. 5; a hard, gradient-free choice).
+  At inference both branches are decoded by beam search and their candidates merged, an item
+  keeping its best score (``branches``).
+- Search-based SID Decoding (eq. 8-9): the tokens after the first read only the actions of the
+  whole kept history whose first code is the sequence's first code (the target's in training,
+  each beam's generated one at inference); an empty search falls back to the routed window.
+  Without S2D they read the routed window too.
+- ENTP loss (eq. 10): next-token cross-entropy on every level of the positives, plus
+  ``alpha · -log(1 - p1)`` for exposure negatives, p1 the level-1 probability of the negative's
+  first code under the same context; averaged over positives and negatives. Without negatives
+  in the data (MovieLens unless ``data.min_rating`` sets the proxy) it is plain NTP.
+
+Ablation rows (dualgr.md Table 2): ``no-dbr`` (long branch only), ``no-s2d``, ``no-entp``.
+Shapes: B samples, U kept history, L levels, N decoder rows (B·beams), d width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glasskit.errors import ConfigError
+from glasskit.models.layers import DecoderLayer, Dropout, KVCache
+from glasskit.models.tiger import SidEmbedding, sid_loss
+
+
+@dataclass
+class DualgrConfig:
+    layers: int = 2  # decoder blocks (dualgr.md §3: 4 at industrial scale)
+    short_window: int | None = None  # L_short; None: data.short_len
+    long_window: int | None = None  # L_long; None: data.short_len + data.long_max
+    dbr: bool = True  # the Dual-Branch Router; off: the long branch only
+    s2d: bool = True  # search-based decoding of the tokens after the first
+    entp: bool = True  # exposure negatives in the loss (where the data has them)
+    alpha: float = 0.1  # eq. 10 (dualgr.md §3: 0.1)
+    negatives: int = 4  # exposure negatives per sample: the most recent before the target
+
+    def validate(self) -> None:
+        for name in ("layers", "negatives"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        for name in ("short_window", "long_window"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"model.{name} must be a positive integer or null, got {value!r}")
+        if not (isinstance(self.alpha, float | int) and self.alpha >= 0):
+            raise ConfigError(f"model.alpha must be non-negative, got {self.alpha!r}")
+
+
+DUALGR_VARIANTS: dict[str, dict] = {
+    "no-dbr": {"model.dbr": False},
+    "no-s2d": {"model.s2d": False},
+    "no-entp": {"model.entp": False},
+}
+
+
+class DualGR(nn.Module):
+    def __init__(self, sizes: list[int], first_codes: torch.Tensor, short_window: int,
+                 long_window: int, d: int = 64, heads: int = 4, head_dim: int = 16, ff: int = 128,
+                 layers: int = 2, dropout: float = 0.1, attn_dropout: float = 0.0, dbr: bool = True,
+                 s2d: bool = True, entp: bool = True, alpha: float = 0.1):
+        super().__init__()
+        if short_window > long_window:
+            raise ConfigError(f"DualGR short window ({short_window}) exceeds the long one ({long_window})")
+        self.sizes, self.levels, self.d = list(sizes), len(sizes), d
+        self.short_window, self.long_window = short_window, long_window
+        self.s2d, self.entp, self.alpha = s2d, entp, alpha
+        self.branches = ("long", "short") if dbr else ("long",)
+        self.register_buffer("first_codes", first_codes, persistent=False)  # item -> level-1 code
+        self.emb = SidEmbedding(sizes, d)
+        self.age = nn.Embedding(long_window + 1, d)  # 1 = the most recent action
+        self.act_norm = nn.LayerNorm(d)  # eq. 6: embeddings + LayerNorm
+        self.bos = nn.Parameter(torch.randn(d) * 0.02)
+        self.dec_pos = nn.Embedding(len(sizes), d)
+        self.decoder = nn.ModuleList(DecoderLayer(d, heads, head_dim, ff, dropout, attn_dropout)
+                                     for _ in range(layers))
+        self.dec_norm = nn.LayerNorm(d)
+        self.heads = nn.ModuleList(nn.Linear(d, k) for k in sizes)
+        self.drop = Dropout(dropout)
+        self.inspect: list | None = None
+
+    @classmethod
+    def windows(cls, cfg) -> tuple[int, int]:
+        m, data = cfg.model, cfg.data
+        return (m.short_window or data.short_len, m.long_window or data.short_len + data.long_max)
+
+    @classmethod
+    def needs(cls, cfg) -> set[str]:
+        return {"history", "first_codes"} | ({"negatives"} if cfg.model.entp else set())
+
+    @classmethod
+    def history(cls, cfg) -> int:
+        return cls.windows(cfg)[1]
+
+    @classmethod
+    def from_config(cls, cfg, sizes: list[int], n_items: int, inputs: dict) -> DualGR:
+        m = cfg.model
+        short, long = cls.windows(cfg)
+        return cls(sizes, inputs["first_codes"], short, long, m.d_model, m.heads, m.head_dim, m.ff,
+                   m.layers, m.dropout, m.attn_dropout, m.dbr, m.s2d, m.entp, m.alpha)
+
+    # -- the action list (frontend) -------------------------------------------------------------
+    def encode(self, batch: dict[str, torch.Tensor]) -> dict:
+        """Actions of the kept history (B, U, d), the two windows, and every decoder layer's
+        keys/values over the actions. ``batch["branch"]`` (inference) picks the window the
+        first token reads; in training the router picks it per sample."""
+        hist = batch["hist"]  # (B, U, L)
+        B, U, L = hist.shape
+        valid = hist[..., 0] >= 0
+        x = (self.emb(hist) * valid[..., None, None]).sum(2)  # (B, U, d)
+        age = torch.arange(U, 0, -1, device=hist.device)
+        x = self.drop(self.act_norm(x + self.age.weight[age.clamp_max(self.long_window)]))
+        windows = {"long": valid & (age <= self.long_window), "short": valid & (age <= self.short_window)}
+        state = {"mem": x, "kv": [layer.cross.keys_values(x) for layer in self.decoder],
+                 "valid": valid, "hist_first": hist[..., 0], "windows": windows}
+        branch = batch.get("branch")
+        if branch is not None:
+            state["window"] = windows[branch]
+        return state
+
+    def route(self, state: dict, first: torch.Tensor) -> torch.Tensor:
+        """Eq. 5: per sample, the window (B, U) whose mean level-1 code embedding has the higher
+        cosine with the embedding of ``first`` (the target's level-1 code)."""
+        if len(self.branches) == 1:
+            return state["windows"]["long"]
+        with torch.no_grad():
+            e1 = self.emb.tok.weight[1:1 + self.sizes[0]]  # E_vocab^(1)
+            hist = e1[state["hist_first"].clamp_min(0)]  # (B, U, d)
+            target = e1[first]
+            gamma = {}
+            for name, w in state["windows"].items():
+                r = (hist * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1)
+                gamma[name] = F.cosine_similarity(target, r, dim=-1)
+            use_long = gamma["long"] >= gamma["short"]
+        return torch.where(use_long[:, None], state["windows"]["long"], state["windows"]["short"])
+
+    def context_mask(self, state: dict, window: torch.Tensor, keys: torch.Tensor | None,
+                     rows: int, positions: range) -> torch.Tensor:
+        """(B, 1, r·T, U) actions each query may read: position 0 the window, later positions the
+        same-first-code actions of the row's first code ``keys`` (N,) (S2D), or the window when
+        S2D is off or finds nothing."""
+        B, U = state["valid"].shape
+        r = rows // B
+        win = window[:, None, :].expand(B, r, U)
+        per_pos = []
+        for p in positions:
+            if p == 0 or not self.s2d or keys is None:
+                per_pos.append(win)
+                continue
+            found = (state["hist_first"][:, None, :] == keys.view(B, r)[:, :, None]) & state["valid"][:, None]
+            per_pos.append(torch.where(found.any(-1, keepdim=True), found, win))
+        mask = torch.stack(per_pos, 2)  # (B, r, T, U)
+        return mask.reshape(B, 1, r * len(positions), U)
+
+    # -- decoder --------------------------------------------------------------------------------
+    def run_decoder(self, x: torch.Tensor, state: dict, mask: torch.Tensor) -> torch.Tensor:
+        caches = state.get("cache") or [None] * len(self.decoder)
+        for layer, kv, cache in zip(self.decoder, state["kv"], caches):
+            x = layer(x, {"kv": kv, "mask": mask, "cache": cache})
+        return self.dec_norm(x)
+
+    def logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
+        with torch.autocast(h.device.type, enabled=False):
+            return self.heads[level](h.float())
+
+    def forward(self, batch: dict[str, torch.Tensor], loss: bool = False):
+        """Teacher forcing: logits of every level [(B, K_l)] (the router picks each sample's
+        window from its target), or with ``loss`` the ENTP loss (eq. 10)."""
+        state = self.encode(batch)
+        target = batch["target"]  # (B, L)
+        B = target.shape[0]
+        window = self.route(state, target[:, 0])
+        mask = self.context_mask(state, window, target[:, 0], B, range(self.levels))
+        prefix = target[:, :-1]
+        x = torch.cat([self.bos.expand(B, 1, self.d), self.emb(prefix)], 1) + self.dec_pos.weight
+        h = self.run_decoder(self.drop(x), state, mask)
+        logits = [self.logits(h[:, i], i) for i in range(self.levels)]
+        if not loss:
+            return logits
+        return self.entp_loss(logits, target, batch.get("negatives"))
+
+    def entp_loss(self, logits: list[torch.Tensor], target: torch.Tensor,
+                  negatives: torch.Tensor | None) -> torch.Tensor:
+        """Eq. 10 over the batch's positives (every level) and exposure negatives (level 1)."""
+        if not self.entp or negatives is None or not (negatives >= 0).any():
+            return sid_loss(logits, target)
+        n_pos = target.shape[0]
+        pos = torch.stack([F.cross_entropy(lg.float(), target[:, i], reduction="sum")
+                           for i, lg in enumerate(logits)]).sum()
+        p1 = logits[0].float().softmax(-1)  # (B, K0)
+        ok = negatives >= 0
+        p_neg = p1.gather(1, self.first_codes[negatives.clamp_min(0)])
+        neg = -torch.log1p(-p_neg.clamp(1e-6, 1 - 1e-6))[ok].sum()
+        return (pos + self.alpha * neg) / (n_pos + int(ok.sum()))
+
+    # -- incremental decoding (beam search) -------------------------------------------------------
+    row_keys = ("first",)
+
+    def start_decoding(self, state: dict) -> dict:
+        if "window" not in state:
+            state = {**state, "window": state["windows"][self.branches[0]]}
+        return {**state, "cache": [KVCache() for _ in self.decoder]}
+
+    def decode_step(self, state: dict, prefix: torch.Tensor) -> torch.Tensor:
+        level, N = prefix.shape[1], prefix.shape[0]
+        if level == 0:
+            x = self.bos.expand(N, 1, self.d)
+        else:
+            x = self.emb(prefix[:, -1:], first_level=level - 1)
+        mask = self.context_mask(state, state["window"], state.get("first"), N, range(level, level + 1))
+        h = self.run_decoder(self.drop(x + self.dec_pos.weight[level]), state, mask)
+        return self.logits(h[:, -1], level)
+
+    def step_logits(self, state: dict, prefix: torch.Tensor) -> torch.Tensor:
+        """Logits of the next code after ``prefix`` (N, l), decoding the whole prefix."""
+        N, level = prefix.shape
+        window = state.get("window", state["windows"][self.branches[0]])
+        keys = prefix[:, 0] if level else None
+        x = self.bos.expand(N, 1, self.d)
+        if level:
+            x = torch.cat([x, self.emb(prefix)], 1)
+        mask = self.context_mask(state, window, keys, N, range(level + 1))
+        h = self.run_decoder(self.drop(x + self.dec_pos.weight[: level + 1]), {**state, "cache": None}, mask)
+        return self.logits(h[:, -1], level)
+
+    def select(self, state: dict, rows: torch.Tensor) -> dict:
+        out = {**state, "cache": [c.select(rows) for c in state["cache"]]}
+        if "first" in state:
+            out["first"] = state["first"][rows]
+        return out
+
+    def after_step(self, state: dict, prefix: torch.Tensor, batch: dict, beams: int) -> dict:
+        """After the first step each beam searches with its own generated first code (S2D)."""
+        if "first" in state:
+            return state
+        return {**state, "first": prefix[:, 0].clamp_min(0)}

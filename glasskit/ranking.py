@@ -1,0 +1,55 @@
+"""One ranking path for every model, from candidates to the ranked-item arrays the metrics read.
+
+SID models (``kind == "sid"``) rank by constrained beam search over semantic IDs (its candidates
+are the items of the kept beams, scored by their SID's log-probability); ID models score every
+catalogue item. Both hand their candidates to :func:`glasskit.decode.top_k_items`, which applies
+the same
+history masking (an item the user saw before the target is removed) and the same tie-break:
+equal scores are ordered by item index, lower first, so a ranking never depends on the order
+candidates arrived in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from glasskit.decode import beam_search, top_k_items
+from glasskit.tokenize import PrefixIndex
+
+
+@dataclass
+class Ranking:
+    items: torch.Tensor  # (B, K) item indices, best first; -1 where fewer than K are valid
+    scores: torch.Tensor  # (B, K) the model's score of each, -inf where empty
+    trace: list[torch.Tensor] | None = None  # SID models: prefixes kept at each depth (CRP)
+
+
+@torch.no_grad()
+def rank(model, kind: str, batch: dict[str, torch.Tensor], index: PrefixIndex | None, beam: int,
+         k: int, seen: torch.Tensor | None = None) -> Ranking:
+    """The top ``k`` items of every sample of ``batch``: beam search for SID models, the whole
+    catalogue for ID models (``model.score_items``, fp32); both through ``top_k_items``."""
+    if kind == "sid":
+        branches = getattr(model, "branches", None)
+        if branches is None or len(branches) == 1:
+            res = beam_search(model, batch, index, beam, k, seen=seen)
+            return Ranking(res.items, res.scores, res.trace)
+        # several decoding branches (DualGR's long and short windows): merge their candidates,
+        # an item keeping its best score; CRP is read from the first branch
+        results = [beam_search(model, {**batch, "branch": b}, index, beam, k, seen=seen)
+                   for b in branches]
+        items = torch.cat([r.items for r in results], 1)
+        scores = torch.cat([r.scores for r in results], 1)
+        dense = torch.full((items.shape[0], len(index.full_items)), float("-inf"),
+                           device=items.device)
+        ok = items >= 0
+        dense.scatter_reduce_(1, items.clamp_min(0), torch.where(ok, scores, float("-inf")), "amax")
+        catalogue = torch.arange(dense.shape[1], device=dense.device).expand_as(dense)
+        top, top_scores = top_k_items(catalogue, dense, k, seen)
+        return Ranking(top, top_scores, results[0].trace)
+    scores = model.score_items(batch).float()  # (B, n_items)
+    items = torch.arange(scores.shape[1], device=scores.device).expand_as(scores)
+    top, top_scores = top_k_items(items, scores, k, seen)
+    return Ranking(top, top_scores)
