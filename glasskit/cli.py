@@ -105,7 +105,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from glasskit.analysis.run_tables import markdown, seed_table
 
-    print(markdown(seed_table(args.runs, split=args.split, skip_unfinished=args.partial)))
+    keys = tuple(k.strip() for k in args.keys.split(",") if k.strip())
+    table = seed_table(args.runs, split=args.split, keys=keys, skip_unfinished=args.partial,
+                       ranking=args.ranking)
+    print(markdown(table, keys))
     return 0
 
 
@@ -183,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+", help="run directories (every seed of every row)")
     c.add_argument("--split", default="test", choices=("valid", "test"))
     c.add_argument("--partial", action="store_true", help="skip unfinished runs instead of failing")
+    c.add_argument("--keys", default="hit@5,hit@10,ndcg@10,hit@20", help="metrics, comma-separated")
+    c.add_argument("--ranking", default="primary", choices=("primary", "masked", "unmasked"))
     c.set_defaults(func=cmd_compare)
 
     st = sub.add_parser("strip-notebooks", help="clear outputs of notebooks before committing them")

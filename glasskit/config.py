@@ -400,6 +400,7 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
                                         batch_size=256, neighbours=2)
         cfg.model = ModelConfig(d_model=32, heads=2, head_dim=16, ff=64)
         hints = {"enc_layers": 1, "dec_layers": 1, "layers": 1}
+        per_model = {}
         # fp32: bf16 does not pay at this size, and the stored smoke reports (tests/nbval)
         # must not depend on whether the CPU has bf16
         cfg.train = TrainConfig(epochs=3, batch_size=128, warmup_steps=10, patience=2, amp="off")
@@ -413,12 +414,16 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
         cfg.model = ModelConfig(d_model=64, heads=4, head_dim=16, ff=128)
         cfg.train = TrainConfig(epochs=8, patience=3, warmup_steps=50)
         hints = {}
+        # SASRec reads 50 items (an ID model has no long-history stream) with SASRec's dropout;
+        # an epoch is a few steps (one window per 50 positions), so it runs to early stopping
+        per_model = {"sasrec": {"model.max_len": 50, "model.dropout": 0.2, "train.epochs": 200,
+                                "train.patience": 20}}
     elif name == "paper":
         cfg = Config(profile="paper")
         cfg.data = DataConfig(dataset="ml-100k", short_len=50, long_max=1000)
         cfg.embed = EmbedConfig(method="minilm")
         cfg.train = TrainConfig(epochs=500, lr=1e-4, patience=50, warmup_steps=1000)
-        hints = {}
+        hints, per_model = {}, {}
     else:
         raise ConfigError(f"profile: unknown profile {name!r}; choose one of {PROFILES}")
     if "model.name" in overrides:
@@ -426,6 +431,7 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
     for key, value in hints.items():  # the profile's sizes for whichever model has the field
         if hasattr(cfg.model.params, key):
             setattr(cfg.model.params, key, value)
+    overrides = {**per_model.get(cfg.model.name, {}), **overrides}  # then the model's own budget
     return cfg.replace(**overrides) if overrides else cfg.validate()
 
 

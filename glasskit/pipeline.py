@@ -63,6 +63,8 @@ def model_and_batcher(cfg: Config, ds: Dataset, table: SidTable, device):
     if "first_codes" in needs:
         inputs["first_codes"] = torch.as_tensor(table.first)
     cls = REGISTRY[m.name].model
+    if hasattr(cls, "splits"):  # a model's own training samples (SASRec's windows)
+        ds.splits.update(cls.splits(cfg, ds))
     model = build_model(cfg, table.sizes, ds.seqs.n_items, inputs).to(device)
     batcher = Batcher(ds, table, device, long="long" in needs, tier=tier,
                       items=cls.window(cfg) if "items" in needs else None,

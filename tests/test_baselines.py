@@ -146,17 +146,21 @@ def test_dualgr_cached_decoding_equals_decoding_the_whole_prefix():
             torch.testing.assert_close(logits, full, atol=2e-5, rtol=1e-5)
 
 
-def test_sasrec_targets_stay_before_the_sample_target():
+def test_sasrec_windows_cover_every_training_position_once_and_never_a_held_out_one():
     cfg = gk.configure("smoke", model="sasrec")
     ds, table = load(cfg)
-    _, batcher = model_and_batcher(cfg, ds, table, "cpu")
-    s = ds.splits["train_last"]
-    batch = batcher.batch("train_last", np.arange(len(s)))
+    model, batcher = model_and_batcher(cfg, ds, table, "cpu")
+    name = model.train_split
+    s = ds.splits[name]
+    batch = batcher.batch(name, np.arange(len(s)))
     seq, nxt = batch["seq"].numpy(), batch["seq_targets"].numpy()
+    S = seq.shape[1]
+    covered = {u: [] for u in range(ds.seqs.n_users)}
     for j, (u, t) in enumerate(zip(s.user, s.t)):
         hist = ds.seqs.user_items(u)
-        assert t == len(hist) - 3  # the last training target: valid and test stay unseen
-        S = seq.shape[1]
-        window = hist[max(0, t - S):t]
-        assert (seq[j][seq[j] >= 0] == window).all()
+        assert 1 <= t <= len(hist) - 3  # valid and test targets stay unseen
+        assert (seq[j][seq[j] >= 0] == hist[max(0, t - S):t]).all()  # inputs before t only
         assert (nxt[j][nxt[j] >= 0] == hist[max(1, t - S + 1):t + 1]).all()
+        covered[u] += list(range(max(1, t - S + 1), t + 1))
+    for u, pos in covered.items():
+        assert sorted(pos) == list(range(1, len(ds.seqs.user_items(u)) - 2)), u

@@ -42,7 +42,7 @@ def test_seed_table_pools_seeds_per_row_and_never_across_configs(tmp_path, capsy
     unfinished = create_run(base.replace(seed=5), "tiger", root=tmp_path)
     assert main(["compare", *[str(r.path) for r in runs[:2]], str(unfinished.path)]) == 2
     assert main(["compare", "--partial", *[str(r.path) for r in runs[:2]], str(unfinished.path)]) == 0
-    assert "| synthetic | tiger | 2 |" in capsys.readouterr().out
+    assert "| synthetic | tiger | masked | 2 |" in capsys.readouterr().out
 
 
 def test_seed_table_refuses_unfinished_and_duplicate_runs(tmp_path):

@@ -38,8 +38,12 @@ def ranking_table(metrics: dict, split: str = "test") -> pd.DataFrame:
 
 
 def level_table(metrics: dict, split: str = "test") -> pd.DataFrame:
-    """Per SID level: teacher-forced accuracy, inference precision, CRP, beam hit, Hrecall."""
+    """Per SID level: teacher-forced accuracy, inference precision, CRP, beam hit, Hrecall
+    (empty for ID models, which have no levels)."""
     m = metrics[split][metrics["primary"]]
+    if "acc" not in m:
+        return pd.DataFrame(columns=["acc_i (teacher forced)", "P_i (greedy)", "CRP_d", "|E_d|",
+                                     "prefix hit in beam | E_d", "Hrecall@level"])
     n = len(m["acc"])
     return pd.DataFrame({
         "acc_i (teacher forced)": m["acc"],
@@ -149,14 +153,14 @@ def seed_table(runs: list[str | Run], split: str = "test",
 
 def markdown(table: pd.DataFrame, keys: tuple[str, ...] = ("hit@5", "hit@10", "ndcg@10", "hit@20"),
              digits: int = 4) -> str:
-    """A seed_table as a Markdown table with 'mean ± std' cells."""
-    head = ["dataset", "row", "seeds", *keys, "acc_1", "train s"]
+    """A seed_table as a Markdown table with 'mean ± std' cells (and the ranking it read)."""
+    head = ["dataset", "row", "ranking", "seeds", *keys, "acc_1", "train s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (dataset, row), r in table.iterrows():
-        cells = [dataset, row, str(int(r["seeds"]))]
+        cells = [dataset, row, r["ranking"], str(int(r["seeds"]))]
         for k in keys:
             sd = r[f"{k} std"]
             cells.append(f"{r[k]:.{digits}f}" + ("" if np.isnan(sd) else f" ± {sd:.{digits}f}"))
-        cells += [f"{r['acc_1']:.3f}", f"{r['train s']:.0f}"]
+        cells += ["" if np.isnan(r["acc_1"]) else f"{r['acc_1']:.3f}", f"{r['train s']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -34,6 +34,7 @@ from glasskit.data.sequences import (
     short_windows,
     split_samples,
     window_bounds,
+    window_samples,
 )
 from glasskit.errors import DataError
 from glasskit.io import fingerprint
@@ -41,7 +42,7 @@ from glasskit.io import fingerprint
 __all__ = [
     "PAD", "Dataset", "Negatives", "RawData", "Samples", "Sequences", "build_sequences", "check_no_leakage",
     "load_raw", "long_histories", "positive_filter", "prepare", "sequence_stats",
-    "short_windows", "split_samples", "window_bounds",
+    "short_windows", "split_samples", "window_bounds", "window_samples",
 ]
 
 

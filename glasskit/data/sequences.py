@@ -164,6 +164,17 @@ def split_samples(seqs: Sequences, train_targets_per_user: int | None = None) ->
     }
 
 
+def window_samples(seqs: Sequences, window: int) -> Samples:
+    """Windows tiling every user's training prefix (positions 1 .. n-3): samples ending at the
+    last training target and every ``window`` positions earlier, so that predicting each
+    window's next items covers every training position exactly once (SASRec's training)."""
+    last = seqs.lengths - 3  # the last training target per user (valid: n-2, test: n-1)
+    count = np.where(last >= 1, (last - 1) // window + 1, 0)  # windows whose end t_k >= 1
+    users = np.repeat(np.arange(seqs.n_users), count)
+    t = np.repeat(last, count) - window * _ranges(count)
+    return Samples(users, t)
+
+
 def _ranges(counts: np.ndarray) -> np.ndarray:
     """Concatenation of ``arange(c)`` for every c in counts."""
     ends = np.cumsum(counts)

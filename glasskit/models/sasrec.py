@@ -5,9 +5,10 @@ The input is the last ``max_len`` items (as the SID models read their short wind
 position embeddings, pre-norm blocks with a causal mask, a final LayerNorm; the score of item i
 is the dot product of the last hidden state with i's (input) embedding.
 
-Training (``train_on``): ``all`` learns from every position of each user's training prefix (the
-window before its last training target, each position predicting the next item), as SASRec
-does; ``targets`` learns from the same (user, target) samples as the SID models. Loss: ``ce``,
+Training (``train_on``): ``all`` learns from every position of each user's training prefix, as
+SASRec does: the prefix is tiled into windows of ``max_len`` ending at the last training target
+(data.window_samples), each position predicting the next item; ``targets`` learns from the
+same (user, target) samples as the SID models. Loss: ``ce``,
 full-softmax cross-entropy over the catalogue; ``bce``, SASRec's binary cross-entropy against
 ``negatives`` uniformly sampled items per positive.
 
@@ -54,7 +55,7 @@ class SASRec(nn.Module):
         super().__init__()
         self.n_items, self.max_len, self.d = n_items, max_len, d
         self.train_on, self.loss_kind, self.negatives = train_on, loss, negatives
-        self.train_split = "train_last" if train_on == "all" else "train"
+        self.train_split = f"windows_{max_len}" if train_on == "all" else "train"
         self.item = nn.Embedding(n_items + 1, d, padding_idx=0)  # item i is row i + 1
         self.pos = nn.Embedding(max_len, d)
         self.blocks = nn.ModuleList(EncoderLayer(d, heads, head_dim, ff, dropout, attn_dropout)
@@ -72,6 +73,14 @@ class SASRec(nn.Module):
     @classmethod
     def window(cls, cfg) -> int:
         return cfg.model.max_len or cfg.data.short_len
+
+    @classmethod
+    def splits(cls, cfg, ds) -> dict:
+        """The windows tiling every training prefix (for ``train_on: all``)."""
+        from glasskit.data import window_samples
+
+        S = cls.window(cfg)
+        return {f"windows_{S}": window_samples(ds.seqs, S)} if cfg.model.train_on == "all" else {}
 
     @classmethod
     def from_config(cls, cfg, sizes: list[int], n_items: int, inputs: dict) -> SASRec:
