@@ -62,6 +62,8 @@ def model_and_batcher(cfg: Config, ds: Dataset, table: SidTable, device):
         inputs["neighbours"] = torch.as_tensor(neighbour_codes(table.codebooks[0], k))
     if "first_codes" in needs:
         inputs["first_codes"] = torch.as_tensor(table.first)
+    if "item_codes" in needs:
+        inputs["item_codes"] = torch.as_tensor(table.codes)
     cls = REGISTRY[m.name].model
     if hasattr(cls, "splits"):  # a model's own training samples (SASRec's windows)
         ds.splits.update(cls.splits(cfg, ds))

@@ -225,6 +225,8 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
     while state["epoch"] < cfg.train.epochs and state["bad"] < cfg.train.patience:
         epoch = state["epoch"]
         torch.manual_seed(cfg.seed * 1000 + epoch)
+        if hasattr(model, "set_epoch"):  # staged training (GEMs' indexer, §3.4)
+            model.set_epoch(epoch)
         net.train()
         t0 = time.time()
         usable = n_train * world

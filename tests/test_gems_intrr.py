@@ -1,0 +1,133 @@
+"""GEMs and IntRR mechanisms on constructed inputs."""
+
+import numpy as np
+import pytest
+import torch
+
+import glasskit as gk
+from glasskit.decode import beam_search
+from glasskit.models.gems import GemsDecoderLayer, IndexerBlock
+from glasskit.models.intrr import RAN, IntRR
+from glasskit.models.layers import EncoderLayer, attend_mask
+from glasskit.pipeline import load, model_and_batcher
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
+
+
+def test_indexer_top_k_selects_the_highest_scoring_keys(monkeypatch):
+    torch.manual_seed(0)
+    block = IndexerBlock(8, 2, 4, 16, 0.0, indexer_heads=1, kl_queries=4).eval()
+    x = torch.randn(1, 6, 8)
+    pad = torch.zeros(1, 6, dtype=torch.bool)
+    pad[0, 5] = True
+    scores = torch.tensor([[[5.0, 1, 4, 0, 3, 9]] * 6])  # key 5 is padding: never chosen
+    monkeypatch.setattr(block, "indexer_scores", lambda h, queries=None: scores)
+    out, _ = block(x, pad, select=2, fit=False)
+    chosen = torch.zeros(1, 1, 6, 6, dtype=torch.bool)
+    chosen[..., [0, 2]] = True  # the two best real keys for every query
+    h = block.ln1(x)
+    ref = x + block.attn(h, h, mask=chosen)[0]
+    ref = ref + block.ff(block.ln2(ref))
+    torch.testing.assert_close(out, ref)
+    full, _ = block(x, pad, select=0, fit=False)  # brute force reads every real key
+    h_full = x + block.attn(h, h, mask=attend_mask(pad))[0]
+    torch.testing.assert_close(full, h_full + block.ff(block.ln2(h_full)))
+
+
+def test_the_indexer_learns_only_from_its_kl():
+    torch.manual_seed(0)
+    block = IndexerBlock(8, 2, 4, 16, 0.0, indexer_heads=1, kl_queries=3)
+    x = torch.randn(2, 6, 8, requires_grad=True)
+    pad = torch.zeros(2, 6, dtype=torch.bool)
+    out, kl = block(x, pad, select=3, fit=True)  # stage 3: selection and the KL
+    idx_params = [block.idx_q.weight, block.idx_k.weight, block.idx_w.weight]
+    main = torch.autograd.grad(out.sum(), idx_params + [block.attn.q.weight], allow_unused=True)
+    assert all(g is None for g in main[:3])  # the main loss never reaches the indexer
+    assert main[3] is not None
+    grads = torch.autograd.grad(kl, idx_params + [block.attn.q.weight, x], allow_unused=True)
+    assert all(g is not None and g.abs().sum() > 0 for g in grads[:3])  # the KL trains it
+    assert grads[3] is None and grads[4] is None  # and nothing else: target and input detached
+
+
+def test_sum_fusion_has_no_parameters_and_adds_the_streams():
+    torch.manual_seed(0)
+    streams = ["recent", "mid", "lifecycle"]
+    summed = GemsDecoderLayer(8, 2, 4, 16, 0.0, streams, gate=False).eval()
+    gated = GemsDecoderLayer(8, 2, 4, 16, 0.0, streams, gate=True)
+    extra = {n for n, _ in gated.named_parameters()} - {n for n, _ in summed.named_parameters()}
+    assert extra == {"gate.weight", "gate.bias"}  # only the gate variant learns a weighting
+    mems = {s: torch.randn(2, 5, 8) for s in streams}
+    ctx = {"kv": {s: summed.cross[s].keys_values(m) for s, m in mems.items()},
+           "mask": {s: attend_mask(torch.zeros(2, 5, dtype=torch.bool)) for s in streams},
+           "has": {s: torch.ones(2, dtype=torch.bool) for s in streams}}
+    x = torch.randn(2, 3, 8)
+    out = summed(x, ctx)
+    h = summed.ln_self(x)
+    x1 = x + summed.self_attn(h, h, causal=True)[0]
+    ref = 0
+    for s in streams:  # eq. 10-11
+        d = x1 + summed.cross[s](summed.ln_cross[s](x1), kv=ctx["kv"][s], mask=ctx["mask"][s])[0]
+        ref = ref + d + summed.ff[s](summed.ln_ff[s](d))
+    torch.testing.assert_close(out, ref)
+
+
+def test_ran_teacher_forcing_uses_the_ground_truth_codes():
+    torch.manual_seed(0)
+    ran = RAN([4, 3, 5], 8)
+    x = torch.randn(3, 8)
+    codes = torch.tensor([[1, 2, 0], [3, 0, 4], [0, 1, 1]])
+    forced, total = ran.run(x, codes)
+    for level in (1, 2):  # the context is the ground-truth codewords, whatever was predicted
+        ctx = sum(ran.codebooks[m][codes[:, m]] for m in range(level))
+        torch.testing.assert_close(forced[level], ran.logits(ran.hidden(x, ctx, level), level))
+    torch.testing.assert_close(total, sum(ran.codebooks[m][codes[:, m]] for m in range(3)))
+    soft, _ = ran.run(x)  # redistribution mode differs after the first level
+    torch.testing.assert_close(soft[0], forced[0])
+    assert not torch.allclose(soft[1], forced[1])
+
+
+def test_intrr_backbone_reads_one_token_per_item(monkeypatch):
+    cfg = gk.configure("smoke", model="intrr")
+    ds, table = load(cfg)
+    torch.manual_seed(0)
+    model, batcher = model_and_batcher(cfg, ds, table, "cpu")
+    assert isinstance(model, IntRR)
+    lengths = []
+    real = EncoderLayer.forward
+
+    def spy(self, x, mask):
+        lengths.append(x.shape[1])
+        return real(self, x, mask)
+
+    monkeypatch.setattr(EncoderLayer, "forward", spy)
+    batch = batcher.batch("test", np.arange(8))
+    model.eval()(batch)
+    assert lengths and set(lengths) == {cfg.data.short_len}  # not short_len x levels
+    assert table.levels > 1
+    with torch.no_grad():  # beam search over the RAN alone, constrained to existing SIDs
+        res = beam_search(model, batch, table.index(), 5, 5)
+        logits = model(batch)
+    top = res.trace[0][:, 0, 0]
+    assert (top == logits[0].masked_fill(~table.index().first_mask, -1e9).argmax(-1)).all()
+
+
+def test_gems_streams_split_by_thresholds_and_stages_follow_epochs():
+    cfg = gk.configure("smoke", model="gems", **{"model.stages": [1, 2]})
+    ds, table = load(cfg)
+    torch.manual_seed(0)
+    model, batcher = model_and_batcher(cfg, ds, table, "cpu")
+    for epoch, stage in ((0, 1), (1, 2), (2, 2), (3, 3), (9, 3)):
+        model.set_epoch(epoch)
+        assert int(model.stage) == stage
+    state = model.encode(batcher.batch("test", np.arange(8)))
+    recent, mid = cfg.data.short_len, cfg.data.short_len + cfg.data.long_max // 2
+    assert state["mems"]["recent"][0].shape[1] == recent  # eq. 1: T_recent items
+    assert state["mems"]["mid"][0].shape[1] == mid - recent
+    assert state["mems"]["lifecycle"][0].shape[1] == cfg.model.memory  # compressed
+    for variant, names in (("recent-only", {"recent"}), ("fusion-b", {"all"}), ("fusion-a", {"all"})):
+        v = gk.configure("smoke", variant=variant)
+        m, b = model_and_batcher(v, ds, table, "cpu")
+        assert set(m.encode(b.batch("test", np.arange(4)))["mems"]) == names
