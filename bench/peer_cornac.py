@@ -1,5 +1,14 @@
 """Peer check: glasskit's TIGER next to cornac==3.0.1's TIGER on the same ml-100k split, the
-same item embeddings and glasskit's metric code.
+same item embeddings, the same training samples, model sizes and thread count, and glasskit's
+metric code; quality and training speed both ways.
+
+Like for like: cornac trains on every prefix of each training session (up to 20 inputs), so
+the glasskit runs compared with it train on every training position
+(``--set data.train_targets_per_user=null``) with the same codebooks (128,128,128 + the
+collision level), sizes (d 64, ff 128, 4 heads x 16, 2+2 layers, 20 inputs, dropout 0.1) and
+threads (``THREADS``, default 2). Samples/s counts training samples over the time of the
+training loop alone: glasskit's per-epoch ``train_seconds``, cornac's ``_fit_seq2seq`` minus
+its per-epoch validation.
 
 cornac lives in its own virtual environment (never a glasskit dependency); ``bench/peer_cornac.sh``
 creates it and runs the three phases:
@@ -46,7 +55,8 @@ def export(out: Path) -> None:
              embeddings=ds.embeddings(), n_items=seqs.n_items, allow_pickle=True)
 
 
-def fit(out: Path, epochs: int) -> None:
+def fit(out: Path, epochs: int, threads: int) -> None:
+    import torch
     from cornac.data import FeatureModality
     from cornac.eval_methods import NextItemEvaluation
     from cornac.models import TIGER
@@ -64,9 +74,24 @@ def fit(out: Path, epochs: int) -> None:
                   dropout=0.1, max_len=20, n_epochs=epochs, learning_rate=1e-3, batch_size=256,
                   model_selection="best", val_eval_every=1, n_beams=20, seed=0, device="cpu",
                   verbose=True)
+    torch.set_num_threads(threads)
+    timing = {"loop": 0.0, "valid": 0.0}
+
+    def timed(name, fn):
+        def run(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                timing[name] += time.perf_counter() - t
+        return run
+
+    model._fit_seq2seq = timed("loop", model._fit_seq2seq)
+    model._validate = timed("valid", model._validate)
     t0 = time.time()
     model.fit(ev.train_set, ev.val_set)
     seconds = time.time() - t0
+    samples = sum(len(m) - 1 for m in model.train_set.sessions.values() if len(m) >= 2) * epochs
     iid = ev.global_iid_map
     inv = {v: int(k) for k, v in iid.items()}
     # Two rankings, both history-masked like glasskit's primary ranking on MovieLens:
@@ -84,7 +109,9 @@ def fit(out: Path, epochs: int) -> None:
             top = [int(i) for i in np.argsort(-scores, kind="stable")[:20] if scores[i] > -1e9]
             ranked[n, : len(top)] = [inv.get(i, -1) for i in top]
         np.save(out / f"cornac_ranked_{scoring}.npy", ranked)
-    (out / "cornac_time.json").write_text(json.dumps({"train_seconds": seconds}))
+    (out / "cornac_time.json").write_text(json.dumps({
+        "fit_seconds": seconds, "loop_seconds": timing["loop"] - timing["valid"],
+        "samples": samples, "threads": threads}))
 
 
 def report(out: Path, runs: list[str], wide_beam: int) -> None:
@@ -95,7 +122,7 @@ def report(out: Path, runs: list[str], wide_beam: int) -> None:
     from glasskit.train import evaluate_run
 
     z = np.load(out / "peer.npz", allow_pickle=True)
-    ct = json.loads((out / "cornac_time.json").read_text())["train_seconds"]
+    ct = json.loads((out / "cornac_time.json").read_text())
     cols = {}
     for scoring in ("beam", "exact"):
         ranked = np.load(out / f"cornac_ranked_{scoring}.npy")
@@ -113,9 +140,22 @@ def report(out: Path, runs: list[str], wide_beam: int) -> None:
             sd = f" ± {statistics.stdev(v):.4f}" if len(v) > 1 else ""
             cells.append(f"{statistics.mean(v):.4f}{sd}")
         print(f"{k:8s}" + "".join(f"{c:>19s}" for c in cells))
-    gt = statistics.mean(r.metrics()["train_seconds"] for r in ours)
-    print(f"training seconds: glasskit {gt:.0f}, cornac {ct:.0f}, ratio cornac/glasskit "
-          f"{ct / gt:.2f}")
+    speeds = []
+    for r in ours:
+        cfg, m = r.config, r.metrics()
+        if cfg.data.train_targets_per_user is not None:
+            print(f"{r.path}: trains on the last {cfg.data.train_targets_per_user} positions per "
+                  "user, not every prefix as cornac does: no speed comparison")
+            return
+        from glasskit.data import prepare
+
+        n = len(prepare(cfg).splits["train"])
+        speeds.append(n * len(m["history"]) / sum(h["train_seconds"] for h in m["history"]))
+    cornac = ct["samples"] / ct["loop_seconds"]
+    ours_sps = statistics.mean(speeds)
+    print(f"training samples/s ({ct['threads']} threads, training loop only): glasskit "
+          f"{ours_sps:.0f} (mean of {len(speeds)}, {[round(v) for v in speeds]}), cornac "
+          f"{cornac:.0f}; glasskit / cornac = {ours_sps / cornac:.2f}")
 
 
 if __name__ == "__main__":
@@ -124,6 +164,6 @@ if __name__ == "__main__":
     if phase == "export":
         export(folder)
     elif phase == "fit":
-        fit(folder, int(sys.argv[3]) if len(sys.argv) > 3 else 8)
+        fit(folder, int(sys.argv[3]), int(sys.argv[4]))
     else:  # report DIR WIDE_BEAM RUN_DIR...
         report(folder, sys.argv[4:], int(sys.argv[3]))

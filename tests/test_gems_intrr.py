@@ -62,7 +62,7 @@ def test_sum_fusion_has_no_parameters_and_adds_the_streams():
     mems = {s: torch.randn(2, 5, 8) for s in streams}
     ctx = {"kv": {s: summed.cross[s].keys_values(m) for s, m in mems.items()},
            "mask": {s: attend_mask(torch.zeros(2, 5, dtype=torch.bool)) for s in streams},
-           "has": {s: torch.ones(2, dtype=torch.bool) for s in streams}}
+           "has": {s: torch.ones(2, dtype=torch.bool) for s in streams}, "segments": {}}
     x = torch.randn(2, 3, 8)
     out = summed(x, ctx)
     h = summed.ln_self(x)
@@ -72,6 +72,13 @@ def test_sum_fusion_has_no_parameters_and_adds_the_streams():
         d = x1 + summed.cross[s](summed.ln_cross[s](x1), kv=ctx["kv"][s], mask=ctx["mask"][s])[0]
         ref = ref + d + summed.ff[s](summed.ln_ff[s](d))
     torch.testing.assert_close(out, ref)
+    # a sample whose history has no mid-term items gets nothing but the residual from that stream
+    ctx["has"]["mid"] = torch.tensor([True, False])
+    out = summed(x, ctx)
+    d = x1 + summed.cross["mid"](summed.ln_cross["mid"](x1), kv=ctx["kv"]["mid"], mask=ctx["mask"]["mid"])[0]
+    mid = d + summed.ff["mid"](summed.ln_ff["mid"](d))
+    torch.testing.assert_close(out[0], ref[0])
+    torch.testing.assert_close(out[1], (ref - mid + x1)[1])
 
 
 def test_ran_teacher_forcing_uses_the_ground_truth_codes():

@@ -234,13 +234,16 @@ class GemsDecoderLayer(nn.Module):
         for s in self.streams:
             z, w = self.cross[s](self.ln_cross[s](x), kv=ctx["kv"][s], mask=ctx["mask"][s],
                                  need_weights=inspect is not None)
-            has = ctx["has"][s]  # (B,): a sample without this stream gets nothing from it
-            z = z * has.repeat_interleave(len(x) // len(has)).to(z.dtype)[:, None, None]
             d_s = x + self.drop(z)
-            d_s = d_s + self.drop(self.ff[s](self.ln_ff[s](d_s)))  # D_s* of eq. 10
-            parts.append(d_s)
+            inc = d_s - x + self.drop(self.ff[s](self.ln_ff[s](d_s)))  # D_s* - x of eq. 10
+            has = ctx["has"][s]  # (B,): a sample without this stream gets nothing from it
+            inc = inc * has.repeat_interleave(len(x) // len(has)).to(inc.dtype)[:, None, None]
+            parts.append(x + inc)
             if inspect is not None:
-                rec[s] = (d_s - x).norm(dim=-1)  # the stream's increment to the residual
+                rec[s] = inc.norm(dim=-1)  # (N, T): the stream's increment to the residual
+                if s in ctx["segments"]:  # one memory holding every stream: mass on each
+                    seg = F.one_hot(ctx["segments"][s], len(STREAMS)).to(w.dtype)  # (S, 3)
+                    rec["mass"] = w.mean(1) @ seg  # (N, T, 3)
         if self.gate is None:
             out = torch.stack(parts).sum(0)  # eq. 11: no parameters
         else:
@@ -355,14 +358,25 @@ class Gems(nn.Module):
                 h, p, recon = self.lifecycle(x[:, parts["lifecycle"]], pad[:, parts["lifecycle"]])
                 aux = aux + self.recon_weight * recon
                 mems["lifecycle"] = (self.enc_norm["lifecycle"](h), p)
+            lengths = {s: m.shape[1] for s, (m, _) in mems.items()}
             if self.fusion == "concat_memory":  # (b): one cross-attention over all memories
                 mems = {"all": (torch.cat([m for m, _ in mems.values()], 1),
                                 torch.cat([p for _, p in mems.values()], 1))}
-        mask, has = {}, {}
+        mask, has, segments = {}, {}, {}
+        if "all" in mems:  # which stream each memory position came from (for inspection)
+            if self.fusion == "concat_tokens":
+                label = torch.full((U,), -1, dtype=torch.long, device=hist.device)
+                for i, s in enumerate(STREAMS):
+                    label[parts[s]] = i
+                segments["all"] = label[keep]
+            else:
+                segments["all"] = torch.cat([torch.full((len_s,), STREAMS.index(s), device=hist.device)
+                                             for s, len_s in lengths.items()])
         for name, (_, p) in mems.items():
             has[name] = ~p.all(1)
             mask[name] = attend_mask(p & has[name][:, None])  # empty: attends, then zeroed
         return {"mem": next(iter(mems.values()))[0], "mems": mems, "mask": mask, "has": has, "aux": aux,
+                "segments": segments,
                 "kv": [{s: layer.cross[s].keys_values(mems[s][0]) for s in layer.streams}
                        for layer in self.decoder]}
 
@@ -371,8 +385,8 @@ class Gems(nn.Module):
         caches = state.get("cache") or [None] * len(self.decoder)
         layers = [] if self.inspect is not None else None
         for layer, kv, cache in zip(self.decoder, state["kv"], caches):
-            x = layer(x, {"kv": kv, "mask": state["mask"], "has": state["has"], "cache": cache},
-                      layers)
+            x = layer(x, {"kv": kv, "mask": state["mask"], "has": state["has"], "cache": cache,
+                          "segments": state["segments"]}, layers)
         if layers is not None:
             self.inspect.append({"layers": layers})
         return self.dec_norm(x)
