@@ -138,3 +138,25 @@ def test_gems_streams_split_by_thresholds_and_stages_follow_epochs():
         v = gk.configure("smoke", variant=variant)
         m, b = model_and_batcher(v, ds, table, "cpu")
         assert set(m.encode(b.batch("test", np.arange(4)))["mems"]) == names
+
+
+def test_gems_stream_shares_sum_to_one_and_follow_the_streams():
+    from glasskit.analysis.streams import gems_stream_shares
+
+    base = gk.configure("smoke", model="gems")
+    ds, table = load(base)
+    for variant in (None, "fusion-a", "fusion-b", "fusion-c", "recent-only"):
+        cfg = gk.configure("smoke", model="gems", variant=variant)
+        torch.manual_seed(0)
+        model, batcher = model_and_batcher(cfg, ds, table, "cpu")
+        shares = gems_stream_shares(model, batcher, "test", np.arange(32))
+        per_cell = shares.groupby(["layer", "level"])["share"].sum()
+        assert np.allclose(per_cell, 1.0, atol=1e-4), (variant, per_cell)
+        assert len(per_cell) == cfg.model.dec_layers * table.levels
+        by = shares.groupby("stream")[["share", "present"]].mean()
+        assert by.loc["recent", "present"] == 1.0
+        if variant == "recent-only":
+            assert by.loc["recent", "share"] == pytest.approx(1.0)
+            assert by.loc[["mid", "lifecycle"], "present"].eq(0).all()
+        else:
+            assert by.loc["mid", "share"] > 0 and by.loc["lifecycle", "share"] > 0

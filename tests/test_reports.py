@@ -194,6 +194,15 @@ def test_notebooks_04_to_06_on_smoke_record_their_figures(tmp_path, monkeypatch)
         assert -1 <= g[f"gate_trend {name}"] <= 1 or g[f"gate_trend {name}"] is None
         assert all(0 <= v <= 1 for v in g[f"retrieved_share {name}"].values())
     assert 0 < g["short_mass_last3"] < 1
+    assert set(g["gems_stream_shares"]) == {"sum", "gate", "concat_memory", "concat_tokens"}
+    for shares in g["gems_stream_shares"].values():
+        assert set(shares) == {"recent", "mid", "lifecycle"}
+        assert sum(shares.values()) == pytest.approx(1, abs=1e-3)
+    ablation = g["gems_stream_ablation"]
+    assert set(ablation) == {"all streams", "recent-only", "no-mid", "no-lifecycle"}
+    for row in ablation.values():
+        hr = [row[f"Hrecall@{i}"] for i in range(1, 5)]
+        assert hr == sorted(hr, reverse=True) and 0 <= row["hit@10"] <= 1
 
     c = read_records(out / "05_crp_analysis.ipynb")
     assert len(c["runs"]) == 3 and g["runs"]["[8, 8, 8]"] in c["runs"]  # reused, not retrained
@@ -206,11 +215,12 @@ def test_notebooks_04_to_06_on_smoke_record_their_figures(tmp_path, monkeypatch)
 
     d = read_records(out / "06_ablation_dashboard.ipynb")
     assert d["dataset"] == "synthetic" and set(d["comparison"]) == {"tiger", "sidtier+shs",
-                                                                     "sidtier+shs+cr"}
-    assert d["missing_pairs"] == 6  # seeds 1 and 2 of three rows
+                                                                     "sidtier+shs+cr", "gems"}
+    assert d["missing_pairs"] == 7 * 3 - 4  # seven default rows, four trained for seed 0 by 04-05
     for name in d["runs"]:
         m = Run(tmp_path / "runs" / name).metrics()
-        label = "tiger" if name.startswith("tiger") else Run(tmp_path / "runs" / name).config.model.variant
+        model = Run(tmp_path / "runs" / name).config.model
+        label = "tiger" if name.startswith("tiger") else model.variant or model.name
         assert d["comparison"][label]["ndcg@10"] == round(m["test"]["masked"]["ndcg@10"], 4)
 
     for stem in ("04_gates_and_attention_streams", "05_crp_analysis", "06_ablation_dashboard"):

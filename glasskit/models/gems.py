@@ -104,6 +104,8 @@ GEMS_VARIANTS: dict[str, dict] = {
     "fusion-c": {"model.fusion": "gate"},
     "full-mid": {"model.top_k": 0},
 }
+FUSION_VARIANT = {"sum": None, "gate": "fusion-c", "concat_memory": "fusion-b",
+                  "concat_tokens": "fusion-a"}  # a fusion strategy's row
 
 
 class IndexerBlock(nn.Module):
@@ -140,6 +142,22 @@ class IndexerBlock(nn.Module):
         k, _ = self.attn.keys_values(h)
         return ((q @ k.transpose(-1, -2)) * self.attn.k ** -0.5).sum(1)  # (B, Tq, T)
 
+    def sparse_attention(self, h: torch.Tensor, top: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """Each query attends to its own keys ``top`` (B, T, k) only (eq. 7): keys and values
+        are gathered, so the cost is T·k, not T·T. Selected padding keys get no weight."""
+        attn = self.attn
+        B, T, _ = h.shape
+        q = attn.q(h).view(B, T, attn.h, attn.k)  # (B, T, h, dk)
+        k, v = attn.kv(h).view(B, T, 2, attn.h, attn.k).unbind(2)  # (B, T, h, dk) each
+        rows = torch.arange(B, device=h.device)[:, None, None]
+        ks, vs = k[rows, top], v[rows, top]  # (B, T, k, h, dk)
+        scores = torch.einsum("bthd,btkhd->bthk", q, ks) * attn.k ** -0.5
+        dead = pad[rows, top]  # (B, T, k)
+        scores = scores.masked_fill(dead[:, :, None, :], float("-inf"))
+        w = scores.softmax(-1).nan_to_num(0.0)  # a query whose keys are all padding: zeros
+        out = torch.einsum("bthk,btkhd->bthd", w, vs).reshape(B, T, attn.h * attn.k)
+        return attn.out(out)
+
     def forward(self, x: torch.Tensor, pad: torch.Tensor, select: int, fit: bool
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, d), pad (B, T). ``select`` > 0: each query attends to its top ``select`` keys
@@ -159,14 +177,12 @@ class IndexerBlock(nn.Module):
             valid = ~pad[:, queries] & ~empty[:, None]  # real queries with real keys
             terms = (p * (p.clamp_min(1e-12).log() - logq.clamp_min(-1e4))).sum(-1)
             kl = terms[valid].mean() if valid.any() else kl
-        mask = keep
         if select and select < T:
             s = self.indexer_scores(h).masked_fill(pad[:, None, :], float("-inf"))  # (B, T, T)
-            top = s.topk(select, dim=-1).indices
-            chosen = torch.zeros(B, T, T, dtype=torch.bool, device=h.device).scatter_(-1, top, True)
-            mask = (chosen & ~pad[:, None, :])[:, None]  # (B, 1, T, T)
-            mask = mask | empty[:, None, None, None]  # all-padding rows: harmless, zeroed below
-        out = self.attn(h, h, mask=mask)[0].masked_fill(empty[:, None, None], 0.0)
+            out = self.sparse_attention(h, s.topk(select, dim=-1).indices, pad)
+        else:
+            out = self.attn(h, h, mask=keep)[0]
+        out = out.masked_fill(empty[:, None, None], 0.0)  # all-padding samples get nothing
         x = x + self.drop(out)
         return x + self.drop(self.ff(self.ln2(x))), kl
 
