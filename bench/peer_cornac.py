@@ -1,27 +1,27 @@
-"""Peer check: glasskit's TIGER next to cornac==3.0.1's TIGER on the same ml-100k split, the
-same item embeddings, the same training samples, model sizes and thread count, and glasskit's
-metric code; quality and training speed both ways.
+"""Peer check: glasskit's TIGER or SASRec next to cornac==3.0.1's on the same ml-100k split,
+the same item embeddings (TIGER), the same training samples, model sizes and thread count, and
+glasskit's metric code; quality and training speed both ways.
 
-Like for like: cornac trains on every prefix of each training session (up to 20 inputs), so
-the glasskit runs compared with it train on every training position
-(``--set data.train_targets_per_user=null``) with the same codebooks (128,128,128 + the
-collision level), sizes (d 64, ff 128, 4 heads x 16, 2+2 layers, 20 inputs, dropout 0.1) and
-threads (``THREADS``, default 2). Samples/s counts training samples over the time of the
-training loop alone: glasskit's per-epoch ``train_seconds``, cornac's ``_fit_seq2seq`` minus
-its per-epoch validation.
+Like for like: cornac trains on every prefix of each training session, so the glasskit TIGER runs
+compared with it train on every training position (``--set data.train_targets_per_user=null``)
+with the same codebooks (128,128,128 + the collision level), sizes (d 64, ff 128, 4 heads x 16,
+2+2 layers, 20 inputs, dropout 0.1); SASRec trains on every position on both sides (d 64, 4
+heads, 2 blocks, 50 items, dropout 0.2, full-softmax CE). Threads: ``THREADS`` (default 2).
+Samples/s counts predicted training positions over the time of the training loop alone, one
+epoch each side, taken one after the other: glasskit's per-epoch ``train_seconds``, cornac's
+loop minus its per-epoch validation.
 
 cornac lives in its own virtual environment (never a glasskit dependency); ``bench/peer_cornac.sh``
-creates it and runs the three phases:
+creates it and runs the phases:
 
     export  (glasskit env) the leave-one-out sessions, the MiniLM item embeddings, the test
             histories and seen-item lists, to DIR/peer.npz
-    fit     (cornac env)   cornac TIGER trained on the training sessions, validated on the
-            validation sessions, ranks every test history by beam search and by exact
-            scoring; writes DIR/cornac_ranked_{beam,exact}.npy
+    fit     (cornac env)   cornac's model trained on the training sessions, best epoch on the
+            validation sessions; ranks every test history (TIGER: by beam search and by exact
+            scoring; SASRec: the whole catalogue); DIR/cornac_<model>_<epochs>_ranked_*.npy
     report  (glasskit env) Hit@K / NDCG@K of both (history-masked, glasskit's ranking_metrics)
-            and the training-time ratio, from glasskit TIGER run directories; glasskit is
-            also re-evaluated at a wider beam (a beam of 20 truncates Hit@20, cornac's exact
-            scoring does not)
+            and the training speed ratio; glasskit TIGER is also re-evaluated at a wider beam
+            (a beam of 20 truncates Hit@20, cornac's exact scoring does not)
 """
 
 from __future__ import annotations
@@ -55,11 +55,11 @@ def export(out: Path) -> None:
              embeddings=ds.embeddings(), n_items=seqs.n_items, allow_pickle=True)
 
 
-def fit(out: Path, epochs: int, threads: int) -> None:
+def fit(out: Path, epochs: int, threads: int, model_name: str = "tiger", rank: bool = True) -> None:
     import torch
     from cornac.data import FeatureModality
     from cornac.eval_methods import NextItemEvaluation
-    from cornac.models import TIGER
+    from cornac.models import TIGER, SASRec
 
     z = np.load(out / "peer.npz", allow_pickle=True)
     n_items = int(z["n_items"])
@@ -69,12 +69,40 @@ def fit(out: Path, epochs: int, threads: int) -> None:
         train_data=to_tuples, val_data=val, test_data=val, fmt="SIT", mode="last",
         item_feature=FeatureModality(features=z["embeddings"], ids=[str(i) for i in range(n_items)]),
         exclude_unknowns=False, verbose=False)
-    model = TIGER(tokenizer="rqvae", rqvae_num_levels=3, rqvae_codebook_size=128, d_model=64,
-                  d_ff=128, num_heads=4, d_kv=16, num_enc_layers=2, num_dec_layers=2,
-                  dropout=0.1, max_len=20, n_epochs=epochs, learning_rate=1e-3, batch_size=256,
-                  model_selection="best", val_eval_every=1, n_beams=20, seed=0, device="cpu",
-                  verbose=True)
+    if model_name == "sasrec":  # glasskit's quick SASRec: d 64, 4 heads, 2 blocks, 50 items, CE
+        model = SASRec(embedding_dim=64, loss="ce", batch_size=256, learning_rate=1e-3,
+                       n_epochs=epochs, max_len=50, num_blocks=2, num_heads=4, dropout=0.2,
+                       model_selection="best", val_eval_every=1, val_k=10, val_metric="ndcg",
+                       seed=0, device="cpu", verbose=True)
+    else:
+        model = TIGER(tokenizer="rqvae", rqvae_num_levels=3, rqvae_codebook_size=128, d_model=64,
+                      d_ff=128, num_heads=4, d_kv=16, num_enc_layers=2, num_dec_layers=2,
+                      dropout=0.1, max_len=20, n_epochs=epochs, learning_rate=1e-3, batch_size=256,
+                      model_selection="best", val_eval_every=1, n_beams=20, seed=0, device="cpu",
+                      verbose=True)
     torch.set_num_threads(threads)
+    if model_name == "sasrec":  # its loop is fit() itself, validation inside
+        import cornac.models.sasrec.recom_sasrec as mod
+
+        timing = {"loop": 0.0, "valid": 0.0}
+        inner = mod.val_score
+
+        def timed_val(*a, **k):
+            t = time.perf_counter()
+            try:
+                return inner(*a, **k)
+            finally:
+                timing["valid"] += time.perf_counter() - t
+
+        mod.val_score = timed_val
+        t0 = time.time()
+        model.fit(ev.train_set, ev.val_set)
+        seconds = time.time() - t0
+        timing["loop"] = seconds
+        if rank:
+            _rank_and_save(out, model, z, ev, ("exact",), f"sasrec_{epochs}")
+        _save_time(out, f"sasrec_{epochs}", seconds, timing, model, epochs, threads)
+        return
     timing = {"loop": 0.0, "valid": 0.0}
 
     def timed(name, fn):
@@ -91,7 +119,20 @@ def fit(out: Path, epochs: int, threads: int) -> None:
     t0 = time.time()
     model.fit(ev.train_set, ev.val_set)
     seconds = time.time() - t0
+    if rank:
+        _rank_and_save(out, model, z, ev, ("beam", "exact"), f"tiger_{epochs}")
+    _save_time(out, f"tiger_{epochs}", seconds, timing, model, epochs, threads)
+
+
+def _save_time(out: Path, tag: str, seconds: float, timing: dict, model, epochs: int,
+               threads: int) -> None:
     samples = sum(len(m) - 1 for m in model.train_set.sessions.values() if len(m) >= 2) * epochs
+    (out / f"cornac_{tag}_time.json").write_text(json.dumps({
+        "fit_seconds": seconds, "loop_seconds": timing["loop"] - timing["valid"],
+        "samples": samples, "threads": threads, "epochs": epochs}))
+
+
+def _rank_and_save(out: Path, model, z, ev, scorings: tuple[str, ...], tag: str) -> None:
     iid = ev.global_iid_map
     inv = {v: int(k) for k, v in iid.items()}
     # Two rankings, both history-masked like glasskit's primary ranking on MovieLens:
@@ -99,8 +140,9 @@ def fit(out: Path, epochs: int, threads: int) -> None:
     #   fewer than 20 real items may remain; unscored slots stay empty (-1), never filled with
     #   arbitrary catalogue items.
     # - exact: cornac's full-catalogue log-likelihood ranking, masked, always 20 real items.
-    for scoring in ("beam", "exact"):
-        model.scoring = scoring
+    for scoring in scorings:
+        if hasattr(model, "scoring"):
+            model.scoring = scoring
         ranked = np.full((len(z["targets"]), 20), -1)
         for n, h in enumerate(z["test_hist"]):
             scores = model.score(None, [iid[str(i)] for i in h.tolist()])
@@ -108,30 +150,32 @@ def fit(out: Path, epochs: int, threads: int) -> None:
                 scores[iid[str(i)]] = -np.inf
             top = [int(i) for i in np.argsort(-scores, kind="stable")[:20] if scores[i] > -1e9]
             ranked[n, : len(top)] = [inv.get(i, -1) for i in top]
-        np.save(out / f"cornac_ranked_{scoring}.npy", ranked)
-    (out / "cornac_time.json").write_text(json.dumps({
-        "fit_seconds": seconds, "loop_seconds": timing["loop"] - timing["valid"],
-        "samples": samples, "threads": threads}))
+        np.save(out / f"cornac_{tag}_ranked_{scoring}.npy", ranked)
 
 
-def report(out: Path, runs: list[str], wide_beam: int) -> None:
+def report(out: Path, model_name: str, epochs: int, wide_beam: int, runs: list[str]) -> None:
     import statistics
 
+    from glasskit.data import prepare
     from glasskit.metrics import ranking_metrics
     from glasskit.runs import Run
     from glasskit.train import evaluate_run
 
     z = np.load(out / "peer.npz", allow_pickle=True)
-    ct = json.loads((out / "cornac_time.json").read_text())
+    tag = f"{model_name}_{epochs}"
     cols = {}
     for scoring in ("beam", "exact"):
-        ranked = np.load(out / f"cornac_ranked_{scoring}.npy")
-        cols[f"cornac {scoring}"] = [ranking_metrics(ranked, z["targets"])]
-        print(f"cornac {scoring}: {(ranked < 0).mean():.1%} of the 20 slots empty after masking")
+        path = out / f"cornac_{tag}_ranked_{scoring}.npy"
+        if path.exists():
+            ranked = np.load(path)
+            cols[f"cornac {scoring}"] = [ranking_metrics(ranked, z["targets"])]
+            print(f"cornac {scoring}: {(ranked < 0).mean():.1%} of the 20 slots empty after masking")
     ours = [Run(r) for r in runs]
-    cols["glasskit beam 20"] = [r.metrics()["test"]["masked"] for r in ours]
-    cols[f"glasskit beam {wide_beam}"] = [evaluate_run(r, beam=wide_beam)["masked"] for r in ours]
-    print(f"ml-100k quick split, test, history-masked; glasskit: mean ± std over {len(ours)} runs")
+    cols["glasskit"] = [r.metrics()["test"]["masked"] for r in ours]
+    if model_name == "tiger":
+        cols[f"glasskit beam {wide_beam}"] = [evaluate_run(r, beam=wide_beam)["masked"] for r in ours]
+    print(f"{model_name}, ml-100k quick split, test, history-masked; glasskit: mean ± std over "
+          f"{len(ours)} runs; cornac {epochs} epochs, best on validation")
     print(f"{'':8s}" + "".join(f"{c:>19s}" for c in cols))
     for k in ("hit@5", "hit@10", "ndcg@10", "hit@20", "ndcg@20"):
         cells = []
@@ -140,22 +184,21 @@ def report(out: Path, runs: list[str], wide_beam: int) -> None:
             sd = f" ± {statistics.stdev(v):.4f}" if len(v) > 1 else ""
             cells.append(f"{statistics.mean(v):.4f}{sd}")
         print(f"{k:8s}" + "".join(f"{c:>19s}" for c in cells))
-    speeds = []
-    for r in ours:
-        cfg, m = r.config, r.metrics()
-        if cfg.data.train_targets_per_user is not None:
-            print(f"{r.path}: trains on the last {cfg.data.train_targets_per_user} positions per "
-                  "user, not every prefix as cornac does: no speed comparison")
-            return
-        from glasskit.data import prepare
-
-        n = len(prepare(cfg).splits["train"])
-        speeds.append(n * len(m["history"]) / sum(h["train_seconds"] for h in m["history"]))
+    # speed: one epoch each side, measured one after the other with nothing else running
+    speed = out / f"speed-glasskit-{model_name}"
+    timing = out / f"cornac_{model_name}_1_time.json"
+    if not (speed / "metrics.json").exists() or not timing.exists():
+        print("no speed phase found (bench/peer_cornac.sh runs it)")
+        return
+    run = Run(speed)
+    cfg = run.config.replace(**{"data.train_targets_per_user": None})
+    n = len(prepare(cfg).splits["train"])  # every training position, as cornac trains
+    ours_sps = n / run.metrics()["history"][0]["train_seconds"]
+    ct = json.loads(timing.read_text())
     cornac = ct["samples"] / ct["loop_seconds"]
-    ours_sps = statistics.mean(speeds)
-    print(f"training samples/s ({ct['threads']} threads, training loop only): glasskit "
-          f"{ours_sps:.0f} (mean of {len(speeds)}, {[round(v) for v in speeds]}), cornac "
-          f"{cornac:.0f}; glasskit / cornac = {ours_sps / cornac:.2f}")
+    print(f"{model_name} training samples/s, one epoch, {ct['threads']} threads, training loop only "
+          f"(predicted positions: glasskit {n}, cornac {ct['samples']}): glasskit {ours_sps:.0f}, "
+          f"cornac {cornac:.0f}; glasskit / cornac = {ours_sps / cornac:.2f}")
 
 
 if __name__ == "__main__":
@@ -163,7 +206,7 @@ if __name__ == "__main__":
     folder.mkdir(parents=True, exist_ok=True)
     if phase == "export":
         export(folder)
-    elif phase == "fit":
-        fit(folder, int(sys.argv[3]), int(sys.argv[4]))
-    else:  # report DIR WIDE_BEAM RUN_DIR...
-        report(folder, sys.argv[4:], int(sys.argv[3]))
+    elif phase == "fit":  # fit DIR EPOCHS THREADS MODEL [--no-rank]
+        fit(folder, int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], "--no-rank" not in sys.argv)
+    else:  # report DIR MODEL EPOCHS WIDE_BEAM RUN_DIR...
+        report(folder, sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6:])
