@@ -57,7 +57,8 @@ def block_worker(length: int, sparse: bool) -> dict:
         t = time.perf_counter()
         step()
         best = min(best, time.perf_counter() - t)
-    return {"ms_per_step": 1e3 * best, "peak_MiB": _rss_mib() - before}
+    path = "gathered" if sparse and length > block.gather_from * top_k else "masked fused"
+    return {"ms_per_step": 1e3 * best, "peak_MiB": _rss_mib() - before, "path": path}
 
 
 def model_worker(name: str) -> dict:
@@ -172,7 +173,8 @@ def main() -> None:
     for length in LENGTHS:
         full, sparse = _spawn("block", str(length), "0"), _spawn("block", str(length), "1")
         print(f"  T={length:5d}  full {full['ms_per_step']:8.2f} ms {full['peak_MiB']:7.1f} MiB   "
-              f"indexer top-k {sparse['ms_per_step']:8.2f} ms {sparse['peak_MiB']:7.1f} MiB   "
+              f"indexer top-k ({sparse['path']:>12s}) {sparse['ms_per_step']:8.2f} ms "
+              f"{sparse['peak_MiB']:7.1f} MiB   "
               f"time ratio full/top-k {full['ms_per_step'] / sparse['ms_per_step']:.2f}   "
               f"memory ratio {full['peak_MiB'] / max(sparse['peak_MiB'], 1e-3):.2f}")
     for label, run in (("gems (top-k)", args.gems), ("gems full-mid", args.full_mid)):

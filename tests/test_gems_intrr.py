@@ -25,13 +25,15 @@ def test_indexer_top_k_selects_the_highest_scoring_keys(monkeypatch):
     pad[0, 5] = True
     scores = torch.tensor([[[5.0, 1, 4, 0, 3, 9]] * 6])  # key 5 is padding: never chosen
     monkeypatch.setattr(block, "indexer_scores", lambda h, queries=None: scores)
-    out, _ = block(x, pad, select=2, fit=False)
     chosen = torch.zeros(1, 1, 6, 6, dtype=torch.bool)
     chosen[..., [0, 2]] = True  # the two best real keys for every query
     h = block.ln1(x)
     ref = x + block.attn(h, h, mask=chosen)[0]
     ref = ref + block.ff(block.ln2(ref))
-    torch.testing.assert_close(out, ref)
+    for gather_from in (8, 1):  # the masked fused kernel and the gathered keys agree
+        block.gather_from = gather_from
+        out, _ = block(x, pad, select=2, fit=False)
+        torch.testing.assert_close(out, ref)
     full, _ = block(x, pad, select=0, fit=False)  # brute force reads every real key
     h_full = x + block.attn(h, h, mask=attend_mask(pad))[0]
     torch.testing.assert_close(full, h_full + block.ff(block.ln2(h_full)))

@@ -119,6 +119,7 @@ class IndexerBlock(nn.Module):
         self.ff = FeedForward(d, ff)
         self.drop = Dropout(dropout)
         self.hi, self.ki, self.kl_queries = indexer_heads, head_dim, kl_queries
+        self.gather_from = 8  # T / k above which gathering beats the masked fused kernel
         self.idx_q = nn.Linear(d, indexer_heads * head_dim)
         self.idx_k = nn.Linear(d, indexer_heads * head_dim)
         self.idx_w = nn.Linear(d, indexer_heads)  # W_D: per-query weights over indexer heads
@@ -179,7 +180,13 @@ class IndexerBlock(nn.Module):
             kl = terms[valid].mean() if valid.any() else kl
         if select and select < T:
             s = self.indexer_scores(h).masked_fill(pad[:, None, :], float("-inf"))  # (B, T, T)
-            out = self.sparse_attention(h, s.topk(select, dim=-1).indices, pad)
+            top = s.topk(select, dim=-1).indices
+            if T > self.gather_from * select:  # long streams: gather each query's k keys
+                out = self.sparse_attention(h, top, pad)
+            else:  # short ones: the same selection as a mask on the fused kernel (faster on CPU)
+                chosen = torch.zeros(B, T, T, dtype=torch.bool, device=h.device).scatter_(-1, top, True)
+                mask = (chosen & ~pad[:, None, :])[:, None] | empty[:, None, None, None]
+                out = self.attn(h, h, mask=mask)[0]
         else:
             out = self.attn(h, h, mask=keep)[0]
         out = out.masked_fill(empty[:, None, None], 0.0)  # all-padding samples get nothing
