@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+import yaml
+
 from glasskit.config import DATASETS, PROFILES, apply_variant, configure, model_names
 from glasskit.errors import GlasskitError
 
@@ -121,7 +123,14 @@ def cmd_reports(args: argparse.Namespace) -> int:
     if args.data_dir:
         params["data_dir"] = args.data_dir
     only = args.only.split(",") if args.only else None
-    results = build_reports(params, args.out, only)
+    per_notebook: dict[str, dict[str, Any]] = {}
+    for item in args.param:
+        nb, sep, rest = item.partition(":")
+        name, eq, value = rest.partition("=")
+        if not (sep and eq and len(nb) == 2 and nb.isdigit() and name):
+            raise GlasskitError(f"--param {item!r}: expected NN:NAME=VALUE, e.g. 04:gems_streams=[]")
+        per_notebook.setdefault(nb, {})[name] = yaml.safe_load(value)
+    results = build_reports(params, args.out, only, per_notebook=per_notebook)
     print(json.dumps({r.notebook: round(r.seconds, 1) for r in results}))
     return 0
 
@@ -198,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(r)
     r.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 01,02")
     r.add_argument("--out", default="reports")
+    r.add_argument("--param", action="append", default=[], metavar="NN:NAME=VALUE",
+                   help="a parameter of notebook NN (YAML value), e.g. 04:gems_streams=[]")
     r.set_defaults(func=cmd_reports)
     return p
 

@@ -76,8 +76,10 @@ class _Progress(logging.Handler):
 
 
 def run_notebook(src: Path, out_dir: Path, parameters: dict[str, Any],
-                 log_output: bool = False, stream=None) -> ReportResult:
-    """Execute one notebook with the parameters it declares; write .ipynb and .html. With a
+                 log_output: bool = False, stream=None, own: dict[str, Any] | None = None
+                 ) -> ReportResult:
+    """Execute one notebook with the parameters it declares; write .ipynb and .html. ``own``
+    holds parameters meant for this notebook alone: each must be one it declares. With a
     ``stream``, progress (cell, output lines, elapsed time) is printed to it as it happens."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -85,6 +87,11 @@ def run_notebook(src: Path, out_dir: Path, parameters: dict[str, Any],
     declared = pm.inspect_notebook(str(src))
     unknown = [k for k in parameters if k not in declared]
     params = {k: v for k, v in parameters.items() if k in declared}
+    for k, v in (own or {}).items():
+        if k not in declared:
+            raise GlasskitError(f"--param {src.name[:2]}:{k}: {src.name} has no parameter {k!r} "
+                                f"(it declares {', '.join(sorted(declared))})")
+        params[k] = v
     if "live" in declared:  # headless: no live widgets (their output routing can block nbclient)
         params["live"] = False
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -150,10 +157,17 @@ def _write_plotlyjs(out_dir: Path) -> None:
 
 def build_reports(parameters: dict[str, Any], out_dir: str | Path = "reports",
                   only: list[str] | None = None, folder: Path = NOTEBOOKS,
-                  stream=sys.stderr) -> list[ReportResult]:
+                  stream=sys.stderr, per_notebook: dict[str, dict[str, Any]] | None = None
+                  ) -> list[ReportResult]:
+    """Execute the notebooks (``only``: their numbers) with the common ``parameters`` and, for
+    notebook NN, ``per_notebook[NN]``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     books = find_notebooks(folder, only)
+    per_notebook = per_notebook or {}
+    missing = set(per_notebook) - {b.name[:2] for b in books}
+    if missing:
+        raise GlasskitError(f"--param: no notebook numbered {sorted(missing)} among those run")
     manifest = read_manifest(out)
     manifest["requested"] = {"parameters": parameters, "at": time.time()}
     results: list[ReportResult] = []
@@ -161,15 +175,17 @@ def build_reports(parameters: dict[str, Any], out_dir: str | Path = "reports",
         print(f"[{i}/{len(books)}] {nb.name} ...", file=stream, flush=True)
         entry = manifest["notebooks"].setdefault(nb.stem, {})
         started = time.time()
+        own = per_notebook.get(nb.name[:2], {})
+        used = {**parameters, **own}
         try:
-            res = run_notebook(nb, out, parameters, stream=stream)
+            res = run_notebook(nb, out, parameters, stream=stream, own=own)
         except NotebookFailed as e:
-            entry["attempt"] = {"status": "failed", "cell": e.cell, "parameters": parameters,
+            entry["attempt"] = {"status": "failed", "cell": e.cell, "parameters": used,
                                 "at": started, "seconds": time.time() - started}
             _save_manifest(out, manifest)
             raise
         print(f"[{i}/{len(books)}] {nb.name} done in {res.seconds:.1f}s", file=stream, flush=True)
-        entry["attempt"] = entry["ok"] = {"status": "ok", "parameters": parameters, "at": started,
+        entry["attempt"] = entry["ok"] = {"status": "ok", "parameters": used, "at": started,
                                           "seconds": res.seconds}
         _save_manifest(out, manifest)
         results.append(res)

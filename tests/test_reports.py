@@ -231,3 +231,17 @@ def test_notebooks_04_to_06_on_smoke_record_their_figures(tmp_path, monkeypatch)
     assert (out / "plotly.min.js").stat().st_size > 1_000_000
     index = (out / "index.html").read_text()
     assert "Runs behind the reports" in index and g["runs"]["[8, 8, 8]"] in index
+
+
+def test_per_notebook_parameters_are_checked(tmp_path, capsys):
+    from glasskit.cli import main
+
+    out = str(tmp_path / "out")
+    assert main(["reports", "--profile", "smoke", "--only", "01", "--out", out,
+                 "--param", "01:no_such_knob=1"]) == 2
+    assert "01_data_preparation.ipynb has no parameter 'no_such_knob'" in capsys.readouterr().err
+    assert main(["reports", "--profile", "smoke", "--only", "01", "--out", out,
+                 "--param", "04:gems_streams=[]"]) == 2
+    assert "no notebook numbered ['04'] among those run" in capsys.readouterr().err
+    assert main(["reports", "--only", "01", "--out", out, "--param", "gems_streams"]) == 2
+    assert "expected NN:NAME=VALUE" in capsys.readouterr().err
