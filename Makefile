@@ -4,6 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= quick
 DATASET ?=          # empty: the profile's own dataset (quick: ml-100k, smoke: synthetic)
+ARGS    ?=          # more `glasskit reports` options, e.g. --param 04:gems_streams=[]
 
 .PHONY: reports test lint bench strip nbval-refresh clean-venv
 
@@ -14,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 reports: $(VENV)/.installed
-	$(PY) -m glasskit reports --profile $(PROFILE) $(if $(strip $(DATASET)),--dataset $(DATASET)) --out reports
+	$(PY) -m glasskit reports --profile $(PROFILE) $(if $(strip $(DATASET)),--dataset $(DATASET)) --out reports $(ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check glasskit tests bench notebooks
