@@ -93,3 +93,27 @@ def csv_dir(tmp_path: Path) -> Path:
     np.save(d / "item_embeddings.npy", np.eye(4, 3, dtype=np.float32) + 0.1)
     write(d / "item_embeddings_ids.csv", "item_id\nw\nx\ny\nz\n")
     return d
+
+
+def decode_steps(model, batch: dict, index, beam: int) -> list[tuple[dict, object, object]]:
+    """Run beam search and return every (state, prefix, logits) its ``decode_step`` saw, to
+    compare cached decoding with decoding each prefix from scratch."""
+    import torch
+
+    from glasskit.decode import beam_search
+
+    steps = []
+    real = model.decode_step
+
+    def spy(state, prefix):
+        out = real(state, prefix)
+        steps.append((state, prefix.clone(), out))
+        return out
+
+    model.decode_step = spy
+    try:
+        with torch.no_grad():
+            beam_search(model, batch, index, beam, beam)
+    finally:
+        del model.decode_step
+    return steps

@@ -4,10 +4,11 @@ model share."""
 import numpy as np
 import pytest
 import torch
+from conftest import decode_steps
 
 import glasskit as gk
 from glasskit import decode
-from glasskit.decode import beam_search, top_k_items
+from glasskit.decode import top_k_items
 from glasskit.models.dualgr import DualGR
 from glasskit.models.sasrec import SASRec
 from glasskit.pipeline import load, model_and_batcher
@@ -130,17 +131,8 @@ def test_dualgr_cached_decoding_equals_decoding_the_whole_prefix():
     net, batcher = model_and_batcher(cfg, ds, table, "cpu")
     net.eval()
     batch = batcher.batch("test", np.arange(10))
-    steps = []
-    real = net.decode_step
-
-    def spy(state, prefix):
-        out = real(state, prefix)
-        steps.append((state, prefix.clone(), out))
-        return out
-
-    net.decode_step = spy
+    steps = decode_steps(net, {**batch, "branch": "short"}, table.index(), 5)
     with torch.no_grad():
-        beam_search(net, {**batch, "branch": "short"}, table.index(), 5, 5)
         for state, prefix, logits in steps:
             full = net.step_logits({**state, "first": prefix[:, 0]} if prefix.shape[1] else state, prefix)
             torch.testing.assert_close(logits, full, atol=2e-5, rtol=1e-5)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import decode_steps
 
 import glasskit as gk
 from glasskit.decode import beam_search
@@ -162,3 +163,18 @@ def test_gems_stream_shares_sum_to_one_and_follow_the_streams():
             assert by.loc[["mid", "lifecycle"], "present"].eq(0).all()
         else:
             assert by.loc["mid", "share"] > 0 and by.loc["lifecycle", "share"] > 0
+
+
+@pytest.mark.parametrize("variant", [None, "fusion-a", "fusion-c"])
+def test_gems_cached_decoding_equals_decoding_the_whole_prefix(variant):
+    cfg = gk.configure("smoke", model="gems", variant=variant)
+    ds, table = load(cfg)
+    torch.manual_seed(0)
+    model, batcher = model_and_batcher(cfg, ds, table, "cpu")
+    model.set_epoch(99)  # stage 3: the indexer's top-k in play
+    model.eval()
+    steps = decode_steps(model, batcher.batch("test", np.arange(10)), table.index(), 5)
+    assert len(steps) == table.levels
+    with torch.no_grad():
+        for state, prefix, logits in steps:
+            torch.testing.assert_close(logits, model.step_logits(state, prefix), atol=2e-5, rtol=1e-5)

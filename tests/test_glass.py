@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import decode_steps
 
 import glasskit as gk
 from glasskit.config import apply_variant
@@ -102,18 +103,8 @@ def test_cached_decoding_equals_decoding_the_whole_prefix():
     the logits equal those of decoding each kept prefix from scratch with its own retrieval."""
     cfg, ds, table, model, batcher = _glass("sidtier+shs+cr+sn")
     batch = batcher.batch("test", np.arange(12))
-    index = table.index()
-    steps = []
-    real = model.decode_step
-
-    def spy(state, prefix):
-        out = real(state, prefix)
-        steps.append((state, prefix.clone(), out))
-        return out
-
-    model.decode_step = spy
+    steps = decode_steps(model, batch, table.index(), 5)
     with torch.no_grad():
-        beam_search(model, batch, index, 5, 5)
         enc = model.encode(batch)
         for _, prefix, logits in steps[1:]:  # after the first code: retrieval in play
             row = torch.arange(len(prefix)) // 5
