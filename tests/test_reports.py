@@ -177,6 +177,23 @@ def test_notebook_03_accepts_glass_and_a_variant(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_notebook_03_trains_and_shows_every_other_model(tmp_path, monkeypatch):
+    """ID and SID models alike go through 03: the recorded test metrics are the run's."""
+    from glasskit.runs import Run
+
+    monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GLASSKIT_RUNS", str(tmp_path / "runs"))
+    for model in ("sasrec", "dualgr", "gems", "intrr"):
+        out = tmp_path / model
+        build_reports({"profile": "smoke", "model": model, "epochs": 1}, out, only=["03"])
+        rec = read_records(out / "03_training.ipynb")
+        metrics = Run(tmp_path / "runs" / rec["run"]).metrics()
+        assert rec["model"] == model
+        assert rec["test_ndcg@10"] == metrics["test"][metrics["primary"]]["ndcg@10"]
+        assert (len(rec.get("acc", [])) == 0) == (model == "sasrec")  # an ID model has no levels
+
+
+@pytest.mark.slow
 def test_notebooks_04_to_06_on_smoke_record_their_figures(tmp_path, monkeypatch):
     """Gates, streams, CRP and the dashboard on one run store: 05 reuses 04's runs, 06 reads
     them; every recorded figure is checked against what it must satisfy."""
