@@ -98,8 +98,8 @@ def gems_stream_shares(model, batcher, split: str = "test", samples: np.ndarray 
         for start in range(0, len(samples), batch_size):
             batch = batcher.batch(split, samples[start:start + batch_size])
             model.inspect = []
-            model(batch)
-            state = model.encode(batch)
+            state = model.encode(batch)  # teacher forcing, as GEMs' forward does
+            model.run_decoder(model.decoder_input(batch["target"][:, :-1]), state)
             for s in STREAMS:
                 has = state["has"].get(s)
                 if has is None and "all" in state["has"] and s in model.streams:
