@@ -401,8 +401,8 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
         cfg.model = ModelConfig(d_model=32, heads=2, head_dim=16, ff=64)
         hints = {"enc_layers": 1, "dec_layers": 1, "layers": 1}
         per_model = {}
-        # fp32: bf16 does not pay at this size, and the stored smoke reports (tests/nbval)
-        # must not depend on whether the CPU has bf16
+        # fp32: bf16 does not pay at this size, and the smoke report should not take another
+        # code path on CPUs with bf16
         cfg.train = TrainConfig(epochs=3, batch_size=128, warmup_steps=10, patience=2, amp="off")
     elif name == "quick":
         cfg = Config(profile="quick")

@@ -30,20 +30,21 @@ def ranking_metrics(ranked: np.ndarray, targets: np.ndarray,
     return out
 
 
-def crp(beams: list[np.ndarray], targets: np.ndarray) -> dict[str, list]:
+def crp(beams: list[np.ndarray], targets: np.ndarray) -> dict[str, list[float | int | None]]:
     """Conditional Rank Progression (GLASS eq. 14-16).
 
     ``beams[d]`` (n, B, d+1): the B prefixes kept at depth d+1, best first; ``targets`` (n, L).
     H_d = 1 when the ground-truth prefix of length d+1 is in the beam. E_d = samples with
     H_1..H_{d-1} all 1 (E_1 = all). CRP_d averages the 1-based rank of the ground-truth prefix
     over the samples of E_d whose prefix is in B_d (a sample whose prefix fell out of the beam
-    has no rank; their share is ``1 - hit[d]``). Returns ``crp`` (NaN where no eligible sample
-    hit), ``eligible`` = |E_d| and ``hit`` = share of E_d with H_d = 1.
+    has no rank; their share is ``1 - hit[d]``). Returns ``crp`` (None where no eligible sample
+    hit: undefined, as ``null`` in metrics.json), ``eligible`` = |E_d| and ``hit`` = share of E_d
+    with H_d = 1 (None where E_d is empty).
     """
     targets = np.asarray(targets)
     n = len(targets)
     eligible = np.ones(n, dtype=bool)
-    out: dict[str, list] = {"crp": [], "eligible": [], "hit": []}
+    out: dict[str, list[float | int | None]] = {"crp": [], "eligible": [], "hit": []}
     for d, b in enumerate(beams):
         b = np.asarray(b)
         match = (b == targets[:, None, : d + 1]).all(2)  # (n, B)
@@ -52,8 +53,8 @@ def crp(beams: list[np.ndarray], targets: np.ndarray) -> dict[str, list]:
         e = int(eligible.sum())
         sel = eligible & h
         out["eligible"].append(e)
-        out["hit"].append(float(sel.sum() / e) if e else float("nan"))
-        out["crp"].append(float(rank[sel].mean()) if sel.any() else float("nan"))
+        out["hit"].append(float(sel.sum() / e) if e else None)
+        out["crp"].append(float(rank[sel].mean()) if sel.any() else None)
         eligible = sel
     return out
 
@@ -71,12 +72,14 @@ def level_accuracy(logits_argmax: np.ndarray, targets: np.ndarray) -> list[float
     return [float(v) for v in (np.asarray(logits_argmax) == np.asarray(targets)).mean(0)]
 
 
-def inference_precision(greedy: np.ndarray, targets: np.ndarray) -> list[float]:
-    """P_i (GLASS §5.3): with top-1 decoding, P(code i right | codes before i right)."""
+def inference_precision(greedy: np.ndarray, targets: np.ndarray) -> list[float | None]:
+    """P_i (GLASS §5.3): with top-1 decoding, P(code i right | codes before i right); None
+    (undefined) at a level no sample reached with every earlier code right."""
     right = np.asarray(greedy) == np.asarray(targets)
     prefix_ok = np.cumprod(right, axis=1).astype(bool)
-    out, before = [], np.ones(len(right), dtype=bool)
+    out: list[float | None] = []
+    before = np.ones(len(right), dtype=bool)
     for i in range(right.shape[1]):
-        out.append(float(prefix_ok[before, i].mean()) if before.any() else float("nan"))
+        out.append(float(prefix_ok[before, i].mean()) if before.any() else None)
         before = prefix_ok[:, i]
     return out

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from glasskit.io import json_default
+from glasskit.io import finite, json_default
 
 MIME = "application/vnd.glasskit.record+json"
 
@@ -20,7 +20,8 @@ def record(name: str, value: Any) -> None:
     """Record a JSON-serialisable value in the notebook's output."""
     from IPython.display import display
 
-    payload = json.loads(json.dumps({"name": name, "value": value}, default=json_default))
+    payload = json.loads(json.dumps(finite({"name": name, "value": value}), default=json_default,
+                                    allow_nan=False))  # strict JSON: an undefined value is null
     display({MIME: payload, "text/plain": f"{name} = {payload['value']!r}"}, raw=True)
 
 

@@ -48,7 +48,14 @@ def test_crp_eligibility_chains():
     targets = np.array([[0, 0, 0]])
     beams = [np.array([[[1]]]), np.array([[[0, 0]]]), np.array([[[0, 0, 0]]])]
     out = crp(beams, targets)
-    assert out["eligible"] == [1, 0, 0] and math.isnan(out["crp"][0]) and math.isnan(out["hit"][1])
+    # undefined levels are None (null in metrics.json), never NaN: NaN != NaN breaks equality
+    assert out == {"eligible": [1, 0, 0], "hit": [0.0, None, None], "crp": [None, None, None]}
+
+
+def test_inference_precision_is_none_where_no_sample_reaches_a_level():
+    targets = np.array([[1, 2, 3], [1, 2, 3]])
+    greedy = np.array([[0, 2, 3], [0, 2, 3]])  # level 1 always wrong: levels 2, 3 unreached
+    assert inference_precision(greedy, targets) == [0.0, None, None]
 
 
 def test_level_accuracy_and_inference_precision():

@@ -45,14 +45,11 @@ def level_table(metrics: dict, split: str = "test") -> pd.DataFrame:
         return pd.DataFrame(columns=["acc_i (teacher forced)", "P_i (greedy)", "CRP_d", "|E_d|",
                                      "prefix hit in beam | E_d", "Hrecall@level"])
     n = len(m["acc"])
-    return pd.DataFrame({
-        "acc_i (teacher forced)": m["acc"],
-        "P_i (greedy)": m["precision"],
-        "CRP_d": m["crp"],
-        "|E_d|": m["crp_eligible"],
-        "prefix hit in beam | E_d": m["crp_hit"],
-        "Hrecall@level": m["hrecall"],
-    }, index=pd.Index(np.arange(1, n + 1), name="level")).round(4)
+    cols = {"acc_i (teacher forced)": "acc", "P_i (greedy)": "precision", "CRP_d": "crp",
+            "|E_d|": "crp_eligible", "prefix hit in beam | E_d": "crp_hit", "Hrecall@level": "hrecall"}
+    # an undefined value (None in the metrics: a level no sample reached) shows as NaN here
+    return pd.DataFrame({name: pd.to_numeric(pd.Series(m[key], dtype=object)) for name, key in cols.items()}
+                        ).set_axis(pd.Index(np.arange(1, n + 1), name="level")).round(4)
 
 
 def base_label(model: str, variant: str | None) -> str:
