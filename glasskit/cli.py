@@ -9,13 +9,23 @@ from typing import Any
 
 import yaml
 
-from glasskit.config import DATASETS, PROFILES, apply_variant, configure, model_names
+from glasskit.config import (
+    DATASETS,
+    PROFILES,
+    apply_variant,
+    configure,
+    load_config,
+    model_entry,
+    model_names,
+    variant_owner,
+)
 from glasskit.errors import GlasskitError
 
 
 def _config(args: argparse.Namespace, **extra: Any):
     seed = getattr(args, "seed", None)
-    return configure(args.profile, args.dataset, args.data_dir, 0 if seed is None else seed, **extra)
+    return configure(args.profile or "quick", args.dataset, args.data_dir, 0 if seed is None else seed,
+                     **extra)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -55,16 +65,7 @@ def _int_list(text: str, flag: str) -> list[int]:
 def cmd_train(args: argparse.Namespace) -> int:
     from glasskit.train import train
 
-    extra: dict[str, Any] = {"model.name": args.model}
-    if args.codebooks:
-        extra["tokenizer.codebooks"] = _int_list(args.codebooks, "--codebooks")
-    if args.device:
-        extra["train.device"] = args.device
-    if args.epochs is not None:
-        extra["train.epochs"] = args.epochs
-    cfg = _config(args, **extra)
-    if args.variant:
-        cfg = apply_variant(cfg, args.variant)  # says which rows the model has when unknown
+    cfg = _train_config(args)
     if args.set:
         cfg = cfg.replace(**_overrides(args.set))
     run = train(cfg, out=args.out, resume=not args.fresh, progress=not args.quiet)
@@ -74,6 +75,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(json.dumps({"run": str(run.path), "primary": m.get("primary"),
                       "test": m.get("test", {}).get(m.get("primary", "masked"))}))
     return 0
+
+
+def _train_config(args: argparse.Namespace):
+    """The config ``train`` runs: a run's ``config.yaml`` (``--config``), or the profile, data,
+    model and variant named by the flags."""
+    if args.config:
+        given = [f for f, v in (("--profile", args.profile), ("--dataset", args.dataset),
+                                ("--data-dir", args.data_dir), ("--model", args.model),
+                                ("--variant", args.variant), ("--codebooks", args.codebooks),
+                                ("--seed", args.seed), ("--epochs", args.epochs)) if v is not None]
+        if given:
+            raise GlasskitError(f"--config gives the whole config; {', '.join(given)} would change "
+                                "it: use --set KEY=VALUE instead")
+        cfg = load_config(args.config)
+        return cfg.replace(**{"train.device": args.device}) if args.device else cfg
+    if args.variant and args.model and args.variant not in model_entry(args.model).variants:
+        owner = variant_owner(args.variant)
+        raise GlasskitError(f"--variant {args.variant} is a row of {owner}, not of --model "
+                            f"{args.model}: drop --model, or pass --model {owner}")
+    model = args.model or (variant_owner(args.variant) if args.variant else "tiger")
+    extra: dict[str, Any] = {"model.name": model}
+    if args.codebooks:
+        extra["tokenizer.codebooks"] = _int_list(args.codebooks, "--codebooks")
+    if args.device:
+        extra["train.device"] = args.device
+    if args.epochs is not None:
+        extra["train.epochs"] = args.epochs
+    cfg = _config(args, **extra)
+    return apply_variant(cfg, args.variant) if args.variant else cfg
 
 
 def _overrides(items: list[str]) -> dict[str, Any]:
@@ -92,7 +122,8 @@ def _overrides(items: list[str]) -> dict[str, Any]:
         try:
             out[key.strip()] = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise GlasskitError(f"--set {item!r}: value is not valid YAML ({e})") from None
+            why = " ".join(str(e).split())
+            raise GlasskitError(f"--set {item!r}: value is not valid YAML ({why})") from None
     return out
 
 
@@ -117,7 +148,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_reports(args: argparse.Namespace) -> int:
     from glasskit.reports import build_reports
 
-    params: dict[str, Any] = {"profile": args.profile}
+    params: dict[str, Any] = {"profile": args.profile or "quick"}
     if args.dataset:
         params["dataset"] = args.dataset
     if args.data_dir:
@@ -129,7 +160,12 @@ def cmd_reports(args: argparse.Namespace) -> int:
         name, eq, value = rest.partition("=")
         if not (sep and eq and len(nb) == 2 and nb.isdigit() and name):
             raise GlasskitError(f"--param {item!r}: expected NN:NAME=VALUE, e.g. 04:gems_streams=[]")
-        per_notebook.setdefault(nb, {})[name] = yaml.safe_load(value)
+        try:
+            per_notebook.setdefault(nb, {})[name] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            why = " ".join(str(e).split())
+            raise GlasskitError(f"--param {item!r}: the value is not valid YAML ({why}); write it as "
+                                "in a YAML file, e.g. 01:seed=1 or 04:gems_streams=[mid]") from None
     results = build_reports(params, args.out, only, per_notebook=per_notebook)
     print(json.dumps({r.notebook: round(r.seconds, 1) for r in results}))
     return 0
@@ -150,11 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m glasskit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp: argparse.ArgumentParser, default_profile: str = "quick") -> None:
+    def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--dataset", default=None, choices=DATASETS,
                         help="default: the profile's own (smoke: synthetic; quick, paper: ml-100k)")
         sp.add_argument("--data-dir", default=None, help="folder with the dataset's files")
-        sp.add_argument("--profile", default=default_profile, choices=PROFILES)
+        sp.add_argument("--profile", default=None, choices=PROFILES, help="default: quick")
 
     d = sub.add_parser("data", help="print a dataset's statistics as one JSON object")
     common(d)
@@ -170,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a model and write a run (config, checkpoints, metrics)")
     common(tr)
-    tr.add_argument("--model", default="tiger", choices=model_names())
+    tr.add_argument("--model", default=None, choices=model_names(),
+                    help="default: the model whose row --variant names, else tiger")
     tr.add_argument("--variant", default=None,
                     help="an ablation row of the model, e.g. sidtier+shs for glass")
     tr.add_argument("--codebooks", default=None)
@@ -180,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>-<hash>)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="any config value, e.g. --set model.retrieve_max=64 --set train.amp=off")
+    tr.add_argument("--config", default=None, metavar="PATH",
+                    help="a whole config, e.g. a run's config.yaml (then only --set changes it)")
     tr.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=cmd_train)
@@ -220,3 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     except GlasskitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        again = (" train resumes from the last finished epoch, exactly, when run again with the "
+                 "same command." if args.command == "train" else
+                 " reports already built are unchanged." if args.command == "reports" else "")
+        print(f"interrupted (Ctrl-C).{again}", file=sys.stderr)
+        return 130

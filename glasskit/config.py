@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,13 @@ class DataConfig:
             raise ConfigError(f"data.dataset: unknown dataset {self.dataset!r}; choose one of {DATASETS}")
         _positive("data.short_len", self.short_len)
         _positive("data.long_max", self.long_max, allow_zero=True)
+        _positive("data.min_user_interactions", self.min_user_interactions)
         if self.min_user_interactions < 3:
-            raise ConfigError("data.min_user_interactions must be >= 3 (test, valid and a train target)")
+            raise ConfigError("data.min_user_interactions must be >= 3 (a test target, a validation "
+                              "target and one earlier item as their input; a user needs 4 to also "
+                              f"give a training target), got {self.min_user_interactions}")
+        if self.min_rating is not None and not _finite_number(self.min_rating):
+            raise ConfigError(f"data.min_rating must be a number or null, got {self.min_rating!r}")
         if self.train_targets_per_user is not None:
             _positive("data.train_targets_per_user", self.train_targets_per_user)
         if self.duplicates not in ("drop", "error"):
@@ -124,8 +130,8 @@ class TokenizerConfig:
             raise ConfigError(f"tokenizer.collisions must be dedup or keep, got {self.collisions!r}")
         for name in ("kmeans_iters", "latent", "epochs", "batch_size", "neighbours"):
             _positive(f"tokenizer.{name}", getattr(self, name))
-        if not (isinstance(self.lr, float | int) and self.lr > 0):
-            raise ConfigError(f"tokenizer.lr must be positive, got {self.lr!r}")
+        if not (_finite_number(self.lr) and self.lr > 0):
+            raise ConfigError(f"tokenizer.lr must be a finite positive number, got {self.lr!r}")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             raise ConfigError(f"tokenizer.device must be auto, cpu, cuda or mps, got {self.device!r}")
 
@@ -229,8 +235,14 @@ class TrainConfig:
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "warmup_steps", "patience", "beam", "eval_batch_size"):
             _positive(f"train.{name}", getattr(self, name))
-        if not (isinstance(self.lr, float | int) and self.lr > 0):
-            raise ConfigError(f"train.lr must be positive, got {self.lr!r}")
+        if not (_finite_number(self.lr) and self.lr > 0):
+            raise ConfigError(f"train.lr must be a finite positive number, got {self.lr!r}")
+        if not (_finite_number(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"train.weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if self.grad_clip is not None and not (_finite_number(self.grad_clip) and self.grad_clip >= 0):
+            raise ConfigError(f"train.grad_clip must be a finite number >= 0 (0 or null: no clipping), "
+                              f"got {self.grad_clip!r}")
+        _positive("train.threads", self.threads, allow_zero=True)
         if not self.ks or any(not isinstance(k, int) or k < 1 for k in self.ks):
             raise ConfigError(f"train.ks must be positive integers, got {self.ks!r}")
         if self.beam < max(self.ks):
@@ -307,6 +319,10 @@ class Config:
         return cfg.validate()
 
 
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _positive(name: str, value: Any, allow_zero: bool = False) -> None:
     ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
     if not ok:
@@ -379,6 +395,10 @@ def _set(cfg: Config, dotted: str, value: Any) -> None:
         return
     if leaf not in {f.name for f in dataclasses.fields(obj)}:
         raise ConfigError(f"unknown config key {dotted!r}")
+    if dataclasses.is_dataclass(getattr(obj, leaf)):
+        keys = [f.name for f in dataclasses.fields(getattr(obj, leaf)) if f.name != "params"]
+        raise ConfigError(f"{dotted!r} is a config section, not a value: set one of its keys, e.g. "
+                          f"{dotted}.{keys[0]}=... (keys: {', '.join(keys)})")
     setattr(obj, leaf, value)
 
 

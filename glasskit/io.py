@@ -4,12 +4,16 @@ fingerprints that key caches and runs on what their inputs hold, not where they 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import socket
+import sys
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +69,47 @@ def read_json(path: str | Path, what: str = "") -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise GlasskitError(f"{path}: damaged JSON ({e}){'; ' + what if what else ''}") from None
+
+
+@contextlib.contextmanager
+def folder_lock(path: str | Path, what: str = "folder", option: str = "--out") -> Iterator[None]:
+    """Hold an exclusive lock on the folder ``path`` (a ``.{name}.lock`` file beside it,
+    released by the kernel however the process ends; the path is resolved first, so a symlink
+    locks the folder it points to). A second process gets an error naming the holder. POSIX
+    only; elsewhere folders are not locked."""
+    from glasskit.errors import GlasskitError
+
+    path = Path(path).resolve()
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.parent / f".{path.name}.lock"
+    with open(lock, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            try:
+                who = json.loads(f.read() or "{}")
+            except json.JSONDecodeError:
+                who = {}
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(who.get("since", 0)))
+            raise GlasskitError(
+                f"{path}: in use by process {who.get('pid', '?')} on {who.get('host', '?')} since "
+                f"{since} ({who.get('command', '?')}); wait for it to finish or choose another "
+                f"{what} ({option})") from None
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                            "command": " ".join(sys.argv)[:300]}))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def fingerprint(*parts: Any) -> str:

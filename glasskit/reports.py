@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from glasskit.errors import GlasskitError
-from glasskit.io import atomic_write, read_json, write_json, write_text
+from glasskit.io import atomic_write, folder_lock, read_json, write_json, write_text
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -161,15 +161,37 @@ def build_reports(parameters: dict[str, Any], out_dir: str | Path = "reports",
                   ) -> list[ReportResult]:
     """Execute the notebooks (``only``: their numbers) with the common ``parameters`` and, for
     notebook NN, ``per_notebook[NN]``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     books = find_notebooks(folder, only)
     per_notebook = per_notebook or {}
     missing = set(per_notebook) - {b.name[:2] for b in books}
     if missing:
         raise GlasskitError(f"--param: no notebook numbered {sorted(missing)} among those run")
+    out = check_reports_folder(Path(out_dir))  # nothing is created before the checks pass
+    with folder_lock(out, "reports folder", "--out"):
+        return _build(parameters, out, books, stream, per_notebook)
+
+
+def check_reports_folder(out: Path) -> Path:
+    """A reports folder must be absent, empty, the checkout's own ``reports/``, or one that a
+    build made (it holds ``manifest.json``): reports never write among a user's files."""
+    if out.exists() and not out.is_dir():
+        raise GlasskitError(f"{out}: is a file, not a reports folder; nothing was changed. Choose "
+                            "another --out (a folder that is absent, empty or holds reports)")
+    out = out.resolve()
+    if (out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file()
+            and out != NOTEBOOKS.parent / "reports"):
+        raise GlasskitError(f"{out}: holds files but no reports (no manifest.json); nothing was "
+                            "changed. Choose another --out (a folder that is absent, empty or "
+                            "holds reports)")
+    return out
+
+
+def _build(parameters: dict[str, Any], out: Path, books: list[Path], stream,
+           per_notebook: dict[str, dict[str, Any]]) -> list[ReportResult]:
+    out.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out)
-    manifest["requested"] = {"parameters": parameters, "at": time.time()}
+    manifest["requested"] = {"parameters": parameters, "per_notebook": per_notebook,
+                             "at": time.time()}
     results: list[ReportResult] = []
     for i, nb in enumerate(books, 1):
         print(f"[{i}/{len(books)}] {nb.name} ...", file=stream, flush=True)
@@ -214,15 +236,18 @@ def _save_manifest(out: Path, manifest: dict[str, Any]) -> None:
     write_index(out)
 
 
-def report_status(entry: dict[str, Any], requested: dict[str, Any]) -> str:
-    """ok, stale (built with other parameters than the latest request) or failed (cell)."""
+def report_status(entry: dict[str, Any], requested: dict[str, Any], number: str = "") -> str:
+    """ok, stale (built with other parameters than the latest request asked of notebook
+    ``number``: the common ones and its own) or failed (cell)."""
     attempt = entry.get("attempt", {})
     if attempt.get("status") == "failed":
         return f"failed: {attempt.get('cell', '')}"
     ok = entry.get("ok")
     if ok is None:
         return "not built"
-    return "ok" if ok.get("parameters") == requested.get("parameters") else "stale"
+    wanted = {**(requested.get("parameters") or {}),
+              **(requested.get("per_notebook") or {}).get(number, {})}
+    return "ok" if ok.get("parameters") == wanted else "stale"
 
 
 def write_index(out_dir: Path) -> Path:
@@ -242,7 +267,7 @@ def write_index(out_dir: Path) -> Path:
 
     rows, used = [], {}
     for stem, entry in sorted(manifest["notebooks"].items()):
-        status = report_status(entry, requested)
+        status = report_status(entry, requested, stem[:2])
         ok = entry.get("ok") or {}
         nb = out_dir / f"{stem}.ipynb"
         rec = read_records(nb) if nb.is_file() and ok else {}

@@ -8,14 +8,10 @@ earlier run or leaves a half-written one in ``list_runs()``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import socket
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +19,7 @@ import pandas as pd
 
 from glasskit.config import Config
 from glasskit.errors import GlasskitError
-from glasskit.io import read_json, write_json
+from glasskit.io import folder_lock, read_json, write_json
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 
@@ -59,8 +55,9 @@ class Run:
 
     def metrics(self) -> dict[str, Any]:
         p = self.path / "metrics.json"
-        return read_json(p, f"re-create it with `python -m glasskit train --out {self.path}` "
-                            "(a finished run re-evaluates its best checkpoint)") if p.is_file() else {}
+        return read_json(p, f"re-create it with `python -m glasskit train --config "
+                            f"{self.path / 'config.yaml'} --out {self.path}` (a finished run "
+                            "re-evaluates its best checkpoint)") if p.is_file() else {}
 
     def log_metrics(self, **metrics: Any) -> None:
         """Merge ``metrics`` into metrics.json (atomically)."""
@@ -71,6 +68,38 @@ class Run:
     def artifact(self, name: str) -> Path:
         """Path for an artifact inside the run; write it with :mod:`glasskit.io` helpers."""
         return self.path / name
+
+
+RUN_FILES = frozenset({"run.json", "config.yaml", "metrics.json", "best.pt", "last.pt"})
+
+
+def check_run_folder(path: str | Path, replace: bool = False) -> Path:
+    """Refuse, before anything is written, a run folder that is not glasskit's to write: it
+    must be absent, empty, or a run folder (one holding ``run.json``). ``replace`` (``--fresh``)
+    clears a run folder, so it also refuses one holding files that a run never writes. Returns
+    the path resolved (a symlink to a run folder is that folder)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise GlasskitError(f"{path}: is a file, not a run folder; nothing was changed. train writes "
+                            "a run into a folder that is absent, empty or holds a run: choose "
+                            "another --out")
+    path = path.resolve()
+    entries = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    if entries and not (path / "run.json").is_file():
+        raise GlasskitError(
+            f"{path}: holds files that are not a glasskit run ({_names(entries)}); nothing was "
+            "changed. train writes only into a folder that is absent, empty or holds a run: "
+            "choose another --out")
+    foreign = [n for n in entries if n not in RUN_FILES and not n.startswith(".")]
+    if replace and foreign:
+        raise GlasskitError(
+            f"{path}: --fresh would replace this run folder, which also holds {_names(foreign)} "
+            "that a run never writes; nothing was changed. Move them out, or choose another --out")
+    return path
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def create_run(cfg: Config, kind: str, name: str | None = None,
@@ -112,42 +141,9 @@ def run_name(cfg: Config, kind: str, data_fingerprint: str | None = None) -> str
     return f"{kind}-{cfg.data.dataset}-{cfg.hash()[:8]}{data}-s{cfg.seed}"
 
 
-@contextlib.contextmanager
-def run_lock(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on the run folder ``path`` (a ``.{name}.lock`` file beside it,
-    released by the kernel however the process ends). A second process gets an error naming
-    the holder. POSIX only; elsewhere runs are not locked."""
-    path = Path(path)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.parent / f".{path.name}.lock"
-    with open(lock, "a+", encoding="utf-8") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            try:
-                who = json.loads(f.read() or "{}")
-            except json.JSONDecodeError:
-                who = {}
-            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(who.get("since", 0)))
-            raise GlasskitError(
-                f"{path}: in use by process {who.get('pid', '?')} on {who.get('host', '?')} since "
-                f"{since} ({who.get('command', '?')}); wait for it to finish or choose another --out"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                            "command": " ".join(sys.argv)[:300]}))
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def run_lock(path: str | Path) -> contextlib.AbstractContextManager[None]:
+    """Hold an exclusive lock on the run folder ``path`` (see :func:`glasskit.io.folder_lock`)."""
+    return folder_lock(path, "run folder", "--out")
 
 
 def list_runs(root: str | Path | None = None) -> pd.DataFrame:

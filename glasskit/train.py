@@ -41,7 +41,7 @@ from glasskit.metrics import (
 )
 from glasskit.pipeline import load, model_and_batcher
 from glasskit.ranking import rank
-from glasskit.runs import Run, create_run, run_lock, run_name, runs_root
+from glasskit.runs import Run, check_run_folder, create_run, run_lock, run_name, runs_root
 from glasskit.tokenize import SidTable
 
 
@@ -117,7 +117,7 @@ def evaluate(model, batcher: Batcher, split: str, cfg: Config, masked: bool,
         idx = np.arange(start, min(n, start + t.eval_batch_size))
         batch = batcher.batch(split, idx)
         seen = batcher.seen(split, idx) if masked else None
-        res = rank(model, kind, batch, index, t.beam, max(t.ks), seen=seen)
+        res = rank(model, kind, batch, index, beam_for(cfg, batcher.ds), max(t.ks), seen=seen)
         ranked.append(res.items.cpu().numpy())
         targets.append(batch["target_item"].cpu().numpy())
         if full:
@@ -141,6 +141,18 @@ def evaluate(model, batcher: Batcher, split: str, cfg: Config, masked: bool,
     return out
 
 
+def beam_for(cfg: Config, ds: Dataset) -> int:
+    """``train.beam``, capped at what the catalogue can fill (a wider beam keeps nothing more
+    and costs time), never below the largest K."""
+    return min(cfg.train.beam, max(ds.seqs.n_items, max(cfg.train.ks)))
+
+
+def _say_beam(cfg: Config, ds: Dataset) -> None:
+    if beam_for(cfg, ds) < cfg.train.beam:
+        warnings.warn(f"beam {cfg.train.beam} exceeds the {ds.seqs.n_items} items of the catalogue: "
+                      f"ranking with beam {beam_for(cfg, ds)}, which keeps every item", stacklevel=3)
+
+
 def model_kind(cfg: Config) -> str:
     """"sid" (beam search over semantic IDs) or "id" (scores every item)."""
     from glasskit.models import REGISTRY
@@ -156,7 +168,18 @@ def _schedule(step: int, warmup: int, total: int) -> float:
 
 
 def _save(path: Path, obj: dict) -> None:
-    atomic_write(path, lambda p: torch.save(obj, p))
+    """Write a checkpoint atomically; a failed write (a full disk) leaves the previous one."""
+    import shutil
+
+    try:
+        atomic_write(path, lambda p: torch.save(obj, p))
+    except (RuntimeError, OSError) as e:
+        free = shutil.disk_usage(path.parent).free
+        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise GlasskitError(
+            f"{path}: could not write the checkpoint ({why}); {free / 2**20:.0f} MiB are free on "
+            f"that disk: if no space is left on the device, free some and run the same command "
+            f"again to resume. The previous {path.name}, if any, is intact") from None
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -184,10 +207,15 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    path = Path(out) if out else None
+    if path is not None and rank == 0:
+        check_run_folder(path, replace=not resume)  # before any work: a wrong --out fails fast
     ds, table = load(cfg)
-    path = Path(out) if out else runs_root() / run_name(cfg, cfg.model.name, ds.fingerprint)
+    path = path or runs_root() / run_name(cfg, cfg.model.name, ds.fingerprint)
     lock = run_lock(path) if rank == 0 else contextlib.nullcontext()
     with lock:
+        if rank == 0:
+            path = check_run_folder(path, replace=not resume)  # again, now that it is locked
         return _train(cfg, ds, table, path, device, resume, progress, stop_after)
 
 
@@ -199,12 +227,20 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = make_optimizer(model, cfg)
     train_split = getattr(model, "train_split", "train")  # SASRec: one window per user
+    if len(ds.splits[train_split]) < world:
+        raise GlasskitError(
+            f"{ds.cfg.data.dataset}: {len(ds.splits[train_split])} training samples for {world} "
+            "process(es), so nothing would be trained: a user gives training targets only from "
+            "4 interactions on (the last is the test target, the one before it the validation "
+            "target, and each target needs an earlier item as input); use data with longer "
+            "histories")
     n_train = len(ds.splits[train_split]) // world
     steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
     total = steps_per_epoch * cfg.train.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: _schedule(s, cfg.train.warmup_steps, total))
 
+    _say_beam(cfg, ds)
     run = _open_run(cfg, path, resume, ds.fingerprint) if rank == 0 else None
     masked = primary_ranking(ds) == "masked"
     state = {"epoch": 0, "best": -1.0, "bad": 0, "history": [], "seconds": 0.0}
@@ -235,6 +271,7 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                    disable=not progress or rank != 0 or not sys.stderr.isatty(), leave=False)
         total_loss, seen_samples = torch.zeros((), device=device), 0
+        first_bad = torch.full((), -1, device=device, dtype=torch.long)  # step of a non-finite loss
         for step, (idx, batch) in enumerate(bar):
             if step >= steps_per_epoch or seen_samples >= usable:
                 break
@@ -242,8 +279,11 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
             sched.step()
             total_loss += loss * len(idx)
             seen_samples += len(idx)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             if step % 20 == 0:  # a host sync: not every step
+                _stop_if_diverged(first_bad, epoch, steps_per_epoch, cfg, state)
                 bar.set_postfix(loss=f"{float(total_loss) / seen_samples:.3f}")
+        _stop_if_diverged(first_bad, epoch, steps_per_epoch, cfg, state)
         state["seconds"] += time.time() - t0
         record = {"epoch": epoch + 1, "loss": float(total_loss) / max(1, seen_samples),
                   "lr": sched.get_last_lr()[0], "train_seconds": time.time() - t0}
@@ -278,13 +318,31 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
         final = load_checkpoint(run.path / "best.pt", cfg, device, ds.fingerprint)
         model.load_state_dict(final["model"])
         metrics = final_metrics(model, batcher, cfg, ds)
-        run.log_metrics(**metrics, train_seconds=state["seconds"], world_size=world,
+        run.log_metrics(**metrics, history=state["history"], epochs_run=state["epoch"],
+                        train_seconds=state["seconds"], world_size=world,
                         device=str(device), train_precision=train_precision(device, cfg.train.amp),
                         best_epoch=final["state"]["epoch"] - final["state"]["bad"])
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return run
+
+
+class Diverged(GlasskitError):
+    """The training loss became NaN or infinite: nothing of that epoch is saved."""
+
+
+def _stop_if_diverged(first_bad: torch.Tensor, epoch: int, steps: int, cfg: Config,
+                      state: dict) -> None:
+    step = int(first_bad)
+    if step < 0:
+        return
+    kept = (f"last.pt still holds epoch {state['epoch']}, the last good one"
+            if state["epoch"] else "no checkpoint was written")
+    raise Diverged(f"training loss became NaN or infinite at epoch {epoch + 1}, step {step + 1} of "
+                   f"{steps} (train.lr {cfg.train.lr}, train.grad_clip {cfg.train.grad_clip}); the "
+                   f"run stopped and {kept}. Lower train.lr or check the data, then train again "
+                   "(a changed config trains into a new run folder, or pass --fresh)")
 
 
 def _stop_reason(state: dict, cfg: Config) -> str:
@@ -319,23 +377,21 @@ def checkpoint(model, opt, sched, state: dict, cfg: Config, ds: Dataset) -> dict
 def load_checkpoint(path: Path, cfg: Config, device: torch.device,
                     data_fingerprint: str | None = None) -> dict:
     """A checkpoint of this config (and, when given, of this data), read with
-    ``weights_only=True``: a file holding anything but tensors and plain data is refused
-    before any of it runs."""
-    import pickle
-
+    ``weights_only=True``: a file that names any class or function beyond tensors and plain
+    data is refused (:class:`RefusedCheckpoint`) before any of it runs."""
     if not path.is_file():
         raise GlasskitError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e):  # names a class or function to call: never run it
-            raise GlasskitError(f"{path}: refused: it holds objects other than tensors and plain "
-                                "data (glasskit never unpickles code from a run folder); delete "
-                                "it or retrain with --fresh") from None
-        raise DamagedCheckpoint(f"{path}: damaged checkpoint ({e})") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
-        why = (str(e).splitlines() or [type(e).__name__])[0]
-        raise DamagedCheckpoint(f"{path}: damaged checkpoint ({why})") from None
+    except Exception as e:  # whatever torch raises, we decide from the file itself
+        unsafe = unsafe_globals(path)
+        if unsafe:
+            raise RefusedCheckpoint(
+                f"{path}: refused: it holds objects other than tensors and plain data (it names "
+                f"{', '.join(unsafe[:3])}); glasskit never unpickles code from a run folder. Delete "
+                "it, or retrain with --fresh") from None
+        why = type(e).__name__ if "weights_only" in str(e) else (str(e).splitlines() or [""])[0]
+        raise DamagedCheckpoint(f"{path}: damaged checkpoint ({why or type(e).__name__})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise DamagedCheckpoint(f"{path}: not a glasskit checkpoint")
     if ckpt.get("config_hash") != cfg.hash():
@@ -348,8 +404,41 @@ def load_checkpoint(path: Path, cfg: Config, device: torch.device,
     return ckpt
 
 
+def unsafe_globals(path: Path) -> list[str]:
+    """The classes and functions a checkpoint's pickle names beyond what ``weights_only``
+    loading allows, read statically (nothing is unpickled): torch's own scan for its zip
+    format; for any other file, every global a pickle stream names. Empty for a file that is
+    merely damaged."""
+    import pickletools
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        try:
+            return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # an unreadable archive is damaged, not unsafe
+            return []
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name in ("GLOBAL", "INST"):
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL":
+                    names.append(".".join(strings[-2:]))
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # the stream ends or breaks: what was named so far counts
+        pass
+    return names
+
+
 class DamagedCheckpoint(GlasskitError):
     """A checkpoint file that cannot be read (truncated, empty, not a checkpoint)."""
+
+
+class RefusedCheckpoint(GlasskitError):
+    """A checkpoint that names code to run: never loaded, never fallen back from."""
 
 
 def _resume_from(path: Path, cfg: Config, device: torch.device, data_fingerprint: str
@@ -391,9 +480,21 @@ def _open_run(cfg: Config, path: Path, resume: bool, data_fingerprint: str) -> R
                     f"{path}: holds a run made from other data (fingerprint "
                     f"{info.get('data_fingerprint')}, the data now {data_fingerprint}): its results "
                     "do not describe this data; choose another --out or pass --fresh to retrain")
+            _set_aside_damaged_metrics(run)
             return run
     return create_run(cfg, cfg.model.name, name=path.name, root=path.parent, overwrite=True,
                       data_fingerprint=data_fingerprint)
+
+
+def _set_aside_damaged_metrics(run: Run) -> None:
+    """A damaged metrics.json is renamed (kept, hidden) so that resuming rebuilds it: the
+    history from the checkpoint, the final metrics by evaluating the best checkpoint again."""
+    try:
+        run.metrics()
+    except GlasskitError as e:
+        kept = run.path / f".metrics.json.damaged-{int(time.time())}"
+        os.replace(run.path / "metrics.json", kept)
+        warnings.warn(f"{e}; kept as {kept.name}, rebuilding it from the checkpoints", stacklevel=4)
 
 
 def load_run_model(run: Run, device: str = "auto") -> tuple[Any, Batcher, SidTable, Config]:
@@ -424,7 +525,8 @@ def evaluate_run(run: Run, split: str = "test", beam: int | None = None,
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, beam=beam))
         cfg.train.validate()
     primary = primary_ranking(batcher.ds)
-    out: dict[str, Any] = {"run": str(run.path), "split": split, "beam": cfg.train.beam,
+    _say_beam(cfg, batcher.ds)
+    out: dict[str, Any] = {"run": str(run.path), "split": split, "beam": beam_for(cfg, batcher.ds),
                            "primary": primary}
     for ranking in ("masked", "unmasked"):
         out[ranking] = evaluate(model, batcher, split, cfg, masked=ranking == "masked",

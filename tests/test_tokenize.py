@@ -131,7 +131,7 @@ def test_same_first_code_counts_by_hand():
 @pytest.mark.parametrize("bad,match", [
     (np.full((50, 4), np.nan, dtype=np.float32), "NaN or infinite values .first in row 0"),
     (np.vstack([np.ones((49, 4)), [[np.inf, 0, 0, 0]]]).astype(np.float32), "row 49"),
-    (np.ones((5, 4), dtype=np.float32), "5 items are fewer than the 8 codes of level 0"),
+    (np.arange(20, dtype=np.float32).reshape(5, 4), "5 items are fewer than the 8 codes of level 0"),
     (np.ones(5, dtype=np.float32), "2-D"),
 ])
 def test_bad_embeddings(bad, match):

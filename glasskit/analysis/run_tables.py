@@ -135,6 +135,10 @@ def seed_table(runs: list[str | Run], split: str = "test",
         row = {"dataset": dataset, "row": label, "seeds": len(ms),
                "ranking": members[0]["primary"] if ranking == "primary" else ranking}
         for k in keys:
+            if any(k not in x or not isinstance(x[k], int | float) for x in ms):
+                have = sorted(n for n, v in ms[0].items() if isinstance(v, int | float))
+                raise GlasskitError(f"{dataset}/{label}: no metric {k!r} in the {split} metrics; "
+                                    f"choose --keys among {', '.join(have)}")
             v = np.array([x[k] for x in ms])
             row[k] = v.mean()
             row[f"{k} std"] = v.std(ddof=1) if len(v) > 1 else np.nan

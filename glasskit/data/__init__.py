@@ -153,6 +153,10 @@ def _align(shipped: tuple[np.ndarray, np.ndarray], item_ids: np.ndarray, name: s
 def prepare(cfg: Config) -> Dataset:
     cfg.validate()
     raw = load_raw(cfg)
+    if cfg.data.min_rating is not None and "rating" not in raw.interactions.columns:
+        raise DataError(f"{raw.name}: data.min_rating={cfg.data.min_rating} filters by rating, but "
+                        "these interactions have no rating column; drop data.min_rating (every "
+                        "interaction is then a positive) or give the ratings")
     inter = positive_filter(raw.interactions, cfg.data.min_rating)
     seqs = build_sequences(inter, cfg.data.min_user_interactions)
     splits = split_samples(seqs, cfg.data.train_targets_per_user)

@@ -62,6 +62,16 @@ def numeric_column(df: pd.DataFrame, column: str, source: str) -> pd.Series:
     return values
 
 
+def unique_ids(ids: pd.Series, source: str) -> None:
+    """Refuse an id column with repeats (two rows for one item would each claim to describe it)."""
+    dup = ids.duplicated(keep=False).to_numpy()
+    if dup.any():
+        first = ids.iloc[int(np.flatnonzero(dup)[0])]
+        rows = np.flatnonzero((ids == first).to_numpy()).tolist()
+        raise DataError(f"{source}: item_id {first!r} appears in rows {rows[:5]} "
+                        f"({int(ids.duplicated().sum())} repeated id(s) in all); keep one row per item")
+
+
 def clean_interactions(df: pd.DataFrame, source: str, duplicates: str = "drop") -> pd.DataFrame:
     """Check and normalise an interactions table (columns user, item, timestamp[, rating|label])."""
     missing = [c for c in INTERACTION_COLUMNS if c not in df.columns]
@@ -80,6 +90,16 @@ def clean_interactions(df: pd.DataFrame, source: str, duplicates: str = "drop") 
         row = int(np.flatnonzero(bad)[0])
         raise DataError(f"{source}: column 'timestamp' must be finite; row {row} holds "
                         f"{float(df['timestamp'].iloc[row])}")
+    if df["timestamp"].dtype.kind == "f":  # decimals, or integers too long for int64
+        inexact = np.abs(df["timestamp"].to_numpy()) >= 2.0**53
+        if inexact.any():
+            row = int(np.flatnonzero(inexact)[0])
+            raise DataError(
+                f"{source}: column 'timestamp' holds {df['timestamp'].iloc[row]:.17g} in row {row}, "
+                "beyond the integers a float64 holds exactly (2^53): the column was read as floats "
+                "(a decimal in some row, or integers longer than 18 digits), so neighbouring events "
+                "would tie and reorder. Write every timestamp as an integer of at most 18 digits, or "
+                "in coarser units")
     for col in ("rating", "label"):
         if col in df.columns:
             df[col] = numeric_column(df, col, source)

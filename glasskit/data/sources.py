@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from glasskit.data.raw import RawData, clean_interactions, numeric_column, read_table
+from glasskit.data.raw import RawData, clean_interactions, numeric_column, read_table, unique_ids
 from glasskit.errors import DataError
 from glasskit.io import atomic_write, cache_dir, sha256_file
 
@@ -187,6 +187,7 @@ def load_csv(data_dir: str | Path, duplicates: str = "drop") -> RawData:
     inter = clean_interactions(inter, str(path), duplicates)
     if (root / "items.csv").exists():
         items = read_table(root / "items.csv", ("item_id",), dtype={"item_id": str})
+        unique_ids(items["item_id"], str(root / "items.csv"))
         items = items.rename(columns={"item_id": "item"})
         text = [c for c in items.columns if c != "item"]
         items[text] = items[text].fillna("").astype(str)
@@ -204,7 +205,9 @@ def load_csv(data_dir: str | Path, duplicates: str = "drop") -> RawData:
     emb_path = root / "item_embeddings.npy"
     if emb_path.exists():
         ids_path = root / "item_embeddings_ids.csv"
-        ids = read_table(ids_path, ("item_id",), dtype={"item_id": str})["item_id"].to_numpy()
+        ids = read_table(ids_path, ("item_id",), dtype={"item_id": str})["item_id"]
+        unique_ids(ids, str(ids_path))
+        ids = ids.to_numpy()
         try:
             matrix = np.load(emb_path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:

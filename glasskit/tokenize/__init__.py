@@ -48,6 +48,10 @@ def check_embeddings(embeddings: np.ndarray, cfg: TokenizerConfig,
     if bad.any():
         raise DataError(f"item embeddings contain NaN or infinite values (first in row "
                         f"{int(np.flatnonzero(bad)[0])}, {int(bad.sum())} rows in all)")
+    if len(e) > 1 and (e == e[0]).all():
+        raise DataError(f"item embeddings are the same vector for all {len(e)} items (e.g. all "
+                        "zeros), so every item would get one semantic ID prefix: give embeddings "
+                        "that tell items apart, or drop them to embed item text or interactions")
     for level, k in enumerate(cfg.codebooks):
         if len(e) < k:
             raise DataError(f"{len(e)} items are fewer than the {k} codes of level {level}")
