@@ -119,9 +119,9 @@ def indexer_quality(run: str) -> dict:
     import numpy as np
     import torch
 
+    from glasskit.evaluation import load_run_model
     from glasskit.models.layers import attend_mask
     from glasskit.runs import Run
-    from glasskit.train import load_run_model
 
     model, batcher, _, cfg = load_run_model(Run(run), "cpu")
     model.eval()

@@ -157,9 +157,9 @@ def report(out: Path, model_name: str, epochs: int, wide_beam: int, runs: list[s
     import statistics
 
     from glasskit.data import prepare
+    from glasskit.evaluation import evaluate_run
     from glasskit.metrics import ranking_metrics
     from glasskit.runs import Run
-    from glasskit.train import evaluate_run
 
     z = np.load(out / "peer.npz", allow_pickle=True)
     tag = f"{model_name}_{epochs}"

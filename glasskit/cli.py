@@ -128,8 +128,8 @@ def _overrides(items: list[str]) -> dict[str, Any]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from glasskit.evaluation import evaluate_run
     from glasskit.runs import Run
-    from glasskit.train import evaluate_run
 
     print(json.dumps(evaluate_run(Run(args.run), args.split, args.beam, args.device or "auto")))
     return 0

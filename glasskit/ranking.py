@@ -53,3 +53,10 @@ def rank(model, kind: str, batch: dict[str, torch.Tensor], index: PrefixIndex | 
     items = torch.arange(scores.shape[1], device=scores.device).expand_as(scores)
     top, top_scores = top_k_items(items, scores, k, seen)
     return Ranking(top, top_scores)
+
+
+@torch.no_grad()
+def greedy_codes(model, batch: dict[str, torch.Tensor], index: PrefixIndex) -> torch.Tensor:
+    """(B, L) the codes top-1 decoding picks level by level among valid prefixes (the P_i
+    chain of GLASS §5.3): the same constrained search at beam 1."""
+    return beam_search(model, batch, index, 1, 1).trace[-1][:, 0]

@@ -1,8 +1,11 @@
-"""The run store: one directory per run with its config, metrics and artifacts.
+"""The run store: one directory per run with its config, metrics and checkpoints, and the
+policy of what may be written where.
 
 A run is created in a hidden temporary directory and renamed into place only when its first
 files are written, and every later file is replaced atomically, so a crash never corrupts an
-earlier run or leaves a half-written one in ``list_runs()``.
+earlier run or leaves a half-written one in ``list_runs()``. Only a folder that is absent, empty
+or a run is written into (:func:`check_run_folder`). Checkpoints hold tensors and plain data
+only; one that names code is refused before any of it runs (:func:`load_checkpoint`).
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from glasskit.config import Config
 from glasskit.errors import GlasskitError
-from glasskit.io import folder_lock, read_json, write_json
+from glasskit.io import atomic_write, folder_lock, read_json, write_json
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 
@@ -177,3 +182,148 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+def save_checkpoint(path: Path, obj: dict) -> None:
+    """Write a checkpoint atomically; a failed write (a full disk) leaves the previous one."""
+    try:
+        atomic_write(path, lambda p: torch.save(obj, p))
+    except (RuntimeError, OSError) as e:
+        free = shutil.disk_usage(path.parent).free
+        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise GlasskitError(
+            f"{path}: could not write the checkpoint ({why}); {free / 2**20:.0f} MiB are free on "
+            f"that disk: if no space is left on the device, free some and run the same command "
+            f"again to resume. The previous {path.name}, if any, is intact") from None
+
+
+def checkpoint_state(model, opt, sched, state: dict, cfg: Config, data_fingerprint: str) -> dict:
+    """Tensors and plain data only, so that loading never needs to unpickle code."""
+    return {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+            "state": {**state, "history": list(state["history"])}, "config_hash": cfg.hash(),
+            "data_fingerprint": data_fingerprint, "model_name": cfg.model.name}
+
+
+def load_checkpoint(path: Path, cfg: Config, device: torch.device,
+                    data_fingerprint: str | None = None) -> dict:
+    """A checkpoint of this config (and, when given, of this data), read with
+    ``weights_only=True``: a file that names any class or function beyond tensors and plain
+    data is refused (:class:`RefusedCheckpoint`) before any of it runs."""
+    if not path.is_file():
+        raise GlasskitError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # whatever torch raises, we decide from the file itself
+        unsafe = unsafe_globals(path)
+        if unsafe:
+            raise RefusedCheckpoint(
+                f"{path}: refused: it holds objects other than tensors and plain data (it names "
+                f"{', '.join(unsafe[:3])}); glasskit never unpickles code from a run folder. Delete "
+                "it, or retrain with --fresh") from None
+        why = type(e).__name__ if "weights_only" in str(e) else (str(e).splitlines() or [""])[0]
+        raise DamagedCheckpoint(f"{path}: damaged checkpoint ({why or type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise DamagedCheckpoint(f"{path}: not a glasskit checkpoint")
+    if ckpt.get("config_hash") != cfg.hash():
+        raise GlasskitError(f"{path}: checkpoint was written for another config "
+                            f"(hash {ckpt.get('config_hash')}, this config {cfg.hash()})")
+    if data_fingerprint is not None and ckpt.get("data_fingerprint") != data_fingerprint:
+        raise GlasskitError(f"{path}: checkpoint was trained on other data (fingerprint "
+                            f"{ckpt.get('data_fingerprint')}, the data now {data_fingerprint}); "
+                            "retrain with --fresh")
+    return ckpt
+
+
+def unsafe_globals(path: Path) -> list[str]:
+    """The classes and functions a checkpoint's pickle names beyond what ``weights_only``
+    loading allows, read statically (nothing is unpickled): torch's own scan for its zip
+    format; for any other file, every global a pickle stream names. Empty for a file that is
+    merely damaged."""
+    import pickletools
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        try:
+            return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # an unreadable archive is damaged, not unsafe
+            return []
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name in ("GLOBAL", "INST"):
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL":
+                    names.append(".".join(strings[-2:]))
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # the stream ends or breaks: what was named so far counts
+        pass
+    return names
+
+
+class DamagedCheckpoint(GlasskitError):
+    """A checkpoint file that cannot be read (truncated, empty, not a checkpoint)."""
+
+
+class RefusedCheckpoint(GlasskitError):
+    """A checkpoint that names code to run: never loaded, never fallen back from."""
+
+
+def resume_checkpoint(path: Path, cfg: Config, device: torch.device, data_fingerprint: str
+                 ) -> dict | None:
+    """The checkpoint to resume from: last.pt, or best.pt with a warning when last.pt is
+    damaged (resuming from the best epoch replays the later ones exactly: every epoch is
+    reseeded). None when the run has no checkpoint yet."""
+    last, best = path / "last.pt", path / "best.pt"
+    if not last.is_file():
+        return None
+    try:
+        return load_checkpoint(last, cfg, device, data_fingerprint)
+    except DamagedCheckpoint as e:
+        if best.is_file():
+            try:
+                ckpt = load_checkpoint(best, cfg, device, data_fingerprint)
+            except DamagedCheckpoint:
+                pass
+            else:
+                warnings.warn(f"{e}; resuming from {best.name} (epoch {ckpt['state']['epoch']})",
+                              stacklevel=3)
+                return ckpt
+        raise GlasskitError(f"{e}, and no readable best.pt to fall back to; start over with "
+                            "--fresh") from None
+
+
+def open_run(cfg: Config, path: Path, resume: bool, data_fingerprint: str) -> Run:
+    """The run folder: resumed when it holds this config's run on this data, else created
+    (or, with ``resume=False``, replaced)."""
+    if (path / "run.json").is_file():
+        run = Run(path)
+        if resume:
+            info = run.info
+            if info.get("config_hash") != cfg.hash():
+                raise GlasskitError(f"{path}: holds a run of another config; choose another --out "
+                                    "or pass --fresh to replace it")
+            if info.get("data_fingerprint") != data_fingerprint:
+                raise GlasskitError(
+                    f"{path}: holds a run made from other data (fingerprint "
+                    f"{info.get('data_fingerprint')}, the data now {data_fingerprint}): its results "
+                    "do not describe this data; choose another --out or pass --fresh to retrain")
+            _set_aside_damaged_metrics(run)
+            return run
+    return create_run(cfg, cfg.model.name, name=path.name, root=path.parent, overwrite=True,
+                      data_fingerprint=data_fingerprint)
+
+
+def _set_aside_damaged_metrics(run: Run) -> None:
+    """A damaged metrics.json is renamed (kept, hidden) so that resuming rebuilds it: the
+    history from the checkpoint, the final metrics by evaluating the best checkpoint again."""
+
+    try:
+        run.metrics()
+    except GlasskitError as e:
+        kept = run.path / f".metrics.json.damaged-{int(time.time())}"
+        os.replace(run.path / "metrics.json", kept)
+        warnings.warn(f"{e}; kept as {kept.name}, rebuilding it from the checkpoints", stacklevel=4)

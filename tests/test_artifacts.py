@@ -15,10 +15,11 @@ from glasskit.analysis.run_tables import seed_table
 from glasskit.cli import main
 from glasskit.data import prepare
 from glasskit.errors import ConfigError, DataError, GlasskitError
+from glasskit.evaluation import evaluate_run
 from glasskit.io import read_json, write_json
 from glasskit.pipeline import load, tokenize_dataset
 from glasskit.runs import Run, run_lock
-from glasskit.train import evaluate_run, train
+from glasskit.train import train
 
 
 @pytest.fixture(autouse=True)

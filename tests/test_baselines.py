@@ -9,10 +9,10 @@ from conftest import decode_steps
 import glasskit as gk
 from glasskit import decode
 from glasskit.decode import top_k_items
+from glasskit.evaluation import evaluate
 from glasskit.models.dualgr import DualGR
 from glasskit.models.sasrec import SASRec
 from glasskit.pipeline import load, model_and_batcher
-from glasskit.train import evaluate
 
 SIZES = [4, 3, 2]
 

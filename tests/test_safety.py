@@ -20,10 +20,11 @@ from glasskit.cli import main
 from glasskit.config import Config
 from glasskit.data import prepare
 from glasskit.errors import ConfigError, DataError, GlasskitError
+from glasskit.evaluation import evaluate_run
 from glasskit.io import folder_lock
 from glasskit.reports import build_reports, read_manifest, report_status
 from glasskit.runs import Run
-from glasskit.train import evaluate_run, train
+from glasskit.train import train
 
 
 @pytest.fixture(autouse=True)
@@ -259,7 +260,7 @@ def test_10_ctrl_c_says_the_run_resumes(tmp_path):
 def test_10_a_full_disk_is_named_and_the_best_checkpoint_survives(tmp_path, monkeypatch):
     data = _csv(tmp_path / "data")
     cfg = _cfg(data, **{"train.epochs": 2})
-    import glasskit.train as tr
+    from glasskit.runs import save_checkpoint
 
     run = train(cfg.replace(**{"train.epochs": 1}), out=tmp_path / "one", progress=False)
     best = (run.path / "best.pt").read_bytes()
@@ -271,11 +272,11 @@ def test_10_a_full_disk_is_named_and_the_best_checkpoint_survives(tmp_path, monk
     monkeypatch.setattr(torch, "save", full)
     with pytest.raises(GlasskitError, match=r"best.pt: could not write the checkpoint .*No space "
                                             r"left on device.* MiB are free"):
-        tr._save(run.path / "best.pt", {"x": 1})
+        save_checkpoint(run.path / "best.pt", {"x": 1})
     monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(
         RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")))
     with pytest.raises(GlasskitError, match=r"if no space is left on the device, free some"):
-        tr._save(run.path / "best.pt", {"x": 1})
+        save_checkpoint(run.path / "best.pt", {"x": 1})
     monkeypatch.setattr(torch, "save", real)
     assert (run.path / "best.pt").read_bytes() == best
     assert not [p for p in run.path.iterdir() if p.name.endswith(".tmp")]

@@ -10,8 +10,8 @@ from conftest import ROOT, write
 
 import glasskit as gk
 from glasskit.errors import GlasskitError
-from glasskit.runs import Run, list_runs
-from glasskit.train import Interrupted, load_checkpoint, train
+from glasskit.runs import Run, list_runs, load_checkpoint
+from glasskit.train import Interrupted, train
 
 
 @pytest.fixture(autouse=True)
@@ -116,7 +116,7 @@ def test_evaluation_ranks_in_fp32_whatever_the_training_autocast(tmp_path):
     import torch
 
     from glasskit.config import apply_variant
-    from glasskit.train import evaluate, load_run_model
+    from glasskit.evaluation import evaluate, load_run_model
 
     cfg = apply_variant(gk.profile("smoke", **{"train.amp": "bf16", "train.epochs": 2}),
                         "sidtier+shs")

@@ -1,0 +1,147 @@
+"""Evaluation: every model's samples ranked through one path (glasskit.ranking: beam search for
+SID models, the whole catalogue for ID models; history masking and tie-breaking shared), the
+metrics of both rankings, and a finished run's best checkpoint loaded and evaluated again.
+Always fp32: evaluation never autocasts, whatever the training used."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from glasskit.batching import Batcher
+from glasskit.config import Config
+from glasskit.data import Dataset
+from glasskit.device import resolve_device
+from glasskit.errors import GlasskitError
+from glasskit.metrics import (
+    crp,
+    hierarchical_recall,
+    inference_precision,
+    level_accuracy,
+    ranking_metrics,
+)
+from glasskit.pipeline import load, model_and_batcher
+from glasskit.ranking import greedy_codes, rank
+from glasskit.runs import Run, load_checkpoint
+from glasskit.tokenize import SidTable
+
+
+def primary_ranking(ds: Dataset) -> str:
+    """History-masked when users never repeat an item (MovieLens), unmasked otherwise."""
+    seqs = ds.seqs
+    users = np.repeat(np.arange(seqs.n_users), seqs.lengths)
+    pairs = np.unique(users.astype(np.int64) * seqs.n_items + seqs.items)
+    return "masked" if len(pairs) == len(seqs.items) else "unmasked"
+
+
+@torch.no_grad()
+def evaluate(model, batcher: Batcher, split: str, cfg: Config, masked: bool,
+             full: bool = False) -> dict[str, Any]:
+    """Rank the catalogue for every sample of ``split`` (glasskit.ranking: beam search for SID
+    models, every item for ID models; always fp32). ``full`` adds, for SID models, acc_i, P_i,
+    CRP and hierarchical recall."""
+    was_training = model.training
+    model.eval()
+    t = cfg.train
+    kind = model_kind(cfg)
+    full = full and kind == "sid"
+    index = batcher.table.index(batcher.device) if kind == "sid" else None
+    n = len(batcher.ds.splits[split])
+    ranked, targets, beams, greedy, argmax, gold = [], [], [], [], [], []
+    for start in range(0, n, t.eval_batch_size):
+        idx = np.arange(start, min(n, start + t.eval_batch_size))
+        batch = batcher.batch(split, idx)
+        seen = batcher.seen(split, idx) if masked else None
+        res = rank(model, kind, batch, index, beam_for(cfg, batcher.ds), max(t.ks), seen=seen)
+        ranked.append(res.items.cpu().numpy())
+        targets.append(batch["target_item"].cpu().numpy())
+        if full:
+            beams.append([b.cpu().numpy() for b in res.trace])
+            greedy.append(greedy_codes(model, batch, index).cpu().numpy())
+            logits = model(batch)
+            argmax.append(torch.stack([lg.argmax(-1) for lg in logits], 1).cpu().numpy())
+            gold.append(batch["target"].cpu().numpy())
+    out: dict[str, Any] = ranking_metrics(np.concatenate(ranked), np.concatenate(targets),
+                                          tuple(t.ks))
+    if full:
+        trace = [np.concatenate([b[d] for b in beams]) for d in range(len(beams[0]))]
+        gold_codes = np.concatenate(gold)
+        out["acc"] = level_accuracy(np.concatenate(argmax), gold_codes)
+        out["precision"] = inference_precision(np.concatenate(greedy), gold_codes)
+        c = crp(trace, gold_codes)
+        out["crp"], out["crp_eligible"], out["crp_hit"] = c["crp"], c["eligible"], c["hit"]
+        out["hrecall"] = hierarchical_recall(trace, gold_codes)
+    model.train(was_training)
+    return out
+
+
+def beam_for(cfg: Config, ds: Dataset) -> int:
+    """``train.beam``, capped at what the catalogue can fill (a wider beam keeps nothing more
+    and costs time), never below the largest K."""
+    return min(cfg.train.beam, max(ds.seqs.n_items, max(cfg.train.ks)))
+
+
+def say_beam(cfg: Config, ds: Dataset) -> None:
+    if beam_for(cfg, ds) < cfg.train.beam:
+        warnings.warn(f"beam {cfg.train.beam} exceeds the {ds.seqs.n_items} items of the catalogue: "
+                      f"ranking with beam {beam_for(cfg, ds)}, which keeps every item", stacklevel=3)
+
+
+def model_kind(cfg: Config) -> str:
+    """"sid" (beam search over semantic IDs) or "id" (scores every item)."""
+    from glasskit.models import REGISTRY
+
+    return REGISTRY[cfg.model.name].kind
+
+
+def final_metrics(model, batcher: Batcher, cfg: Config, ds: Dataset) -> dict[str, Any]:
+    primary = primary_ranking(ds)
+    out: dict[str, Any] = {"primary": primary}
+    for split in ("valid", "test"):
+        out[split] = {
+            "masked": evaluate(model, batcher, split, cfg, masked=True, full=primary == "masked"),
+            "unmasked": evaluate(model, batcher, split, cfg, masked=False,
+                                 full=primary == "unmasked"),
+        }
+    return out
+
+
+def load_run_model(run: Run, device: str = "auto") -> tuple[Any, Batcher, SidTable, Config]:
+    """The best model of a finished run, with its batcher and SID table; refused when the
+    run's data has changed since it was trained."""
+    info = run.info
+    if "data_fingerprint" not in info:
+        raise GlasskitError(f"{run.path}: made by an older glasskit that did not record its data; "
+                            "its metrics.json stays readable, retrain it to evaluate again")
+    cfg = run.config
+    dev = resolve_device(device)
+    ds, table = load(cfg)
+    if ds.fingerprint != info["data_fingerprint"]:
+        raise GlasskitError(f"{run.path}: trained on other data (fingerprint "
+                            f"{info['data_fingerprint']}, the data now {ds.fingerprint}); retrain "
+                            "it (train --fresh) before evaluating")
+    model, batcher = model_and_batcher(cfg, ds, table, dev)
+    model.load_state_dict(load_checkpoint(run.path / "best.pt", cfg, dev, ds.fingerprint)["model"])
+    model.eval()
+    return model, batcher, table, cfg
+
+
+def evaluate_run(run: Run, split: str = "test", beam: int | None = None,
+                 device: str = "auto") -> dict[str, Any]:
+    """Both rankings (masked, unmasked) of a run's best checkpoint, optionally at another beam."""
+    model, batcher, _, cfg = load_run_model(run, device)
+    if beam is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, beam=beam))
+        cfg.train.validate()
+    primary = primary_ranking(batcher.ds)
+    say_beam(cfg, batcher.ds)
+    out: dict[str, Any] = {"run": str(run.path), "split": split, "beam": beam_for(cfg, batcher.ds),
+                           "primary": primary}
+    for ranking in ("masked", "unmasked"):
+        out[ranking] = evaluate(model, batcher, split, cfg, masked=ranking == "masked",
+                                full=ranking == primary)
+    return out
