@@ -24,7 +24,7 @@ from glasskit.batching import Batcher  # noqa: E402
 from glasskit.data import prepare  # noqa: E402
 from glasskit.decode import beam_search  # noqa: E402
 from glasskit.device import resolve_device  # noqa: E402
-from glasskit.models.tiger import sid_loss  # noqa: E402
+from glasskit.models.layers import sid_loss  # noqa: E402
 from glasskit.pipeline import model_and_batcher, tokenize_dataset  # noqa: E402
 from glasskit.tokenize import cosine_table, prototypes  # noqa: E402
 from glasskit.tokenize.sid_tier import sid_tier_counts  # noqa: E402

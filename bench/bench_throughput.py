@@ -106,7 +106,7 @@ def worker(steps: int, command: bool) -> dict:
             batches = [batcher.batch("train", np.arange(i, i + BATCH))
                        for i in range(0, BATCH * (steps + 1), BATCH)]
             if train_step is None:  # the baseline's loop body, as its trainer ran it
-                from glasskit.models.tiger import sid_loss
+                from glasskit.models.layers import sid_loss
                 from glasskit.train import autocast
 
                 opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)

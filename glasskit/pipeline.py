@@ -65,11 +65,20 @@ def model_and_batcher(cfg: Config, ds: Dataset, table: SidTable, device):
     if "item_codes" in needs:
         inputs["item_codes"] = torch.as_tensor(table.codes)
     cls = REGISTRY[m.name].model
-    if hasattr(cls, "splits"):  # a model's own training samples (SASRec's windows)
-        ds.splits.update(cls.splits(cfg, ds))
     model = build_model(cfg, table.sizes, ds.seqs.n_items, inputs).to(device)
     batcher = Batcher(ds, table, device, long="long" in needs, tier=tier,
                       items=cls.window(cfg) if "items" in needs else None,
                       history=cls.history(cfg) if "history" in needs else None,
                       negatives=m.negatives if "negatives" in needs else 0)
     return model, batcher
+
+
+def training_split(cfg: Config, ds: Dataset) -> str:
+    """The split ``cfg.model`` trains on: the shared training targets, or the windows tiling
+    every training prefix for a model that asks for them (SASRec's ``train_on: all``)."""
+    from glasskit.models import REGISTRY
+    from glasskit.models.interface import TrainsOnWindows
+
+    cls = REGISTRY[cfg.model.name].model
+    window = cls.training_windows(cfg) if issubclass(cls, TrainsOnWindows) else None
+    return ds.window_split(window) if window else "train"

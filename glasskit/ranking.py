@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from glasskit.decode import beam_search, top_k_items
+from glasskit.models.interface import MultiBranch
 from glasskit.tokenize import PrefixIndex
 
 
@@ -32,8 +33,8 @@ def rank(model, kind: str, batch: dict[str, torch.Tensor], index: PrefixIndex | 
     """The top ``k`` items of every sample of ``batch``: beam search for SID models, the whole
     catalogue for ID models (``model.score_items``, fp32); both through ``top_k_items``."""
     if kind == "sid":
-        branches = getattr(model, "branches", None)
-        if branches is None or len(branches) == 1:
+        branches = model.branches if isinstance(model, MultiBranch) else ()
+        if len(branches) <= 1:
             res = beam_search(model, batch, index, beam, k, seen=seen)
             return Ranking(res.items, res.scores, res.trace)
         # several decoding branches (DualGR's long and short windows): merge their candidates,

@@ -70,10 +70,6 @@ class Run:
         merged.update(metrics)
         write_json(self.path / "metrics.json", merged)
 
-    def artifact(self, name: str) -> Path:
-        """Path for an artifact inside the run; write it with :mod:`glasskit.io` helpers."""
-        return self.path / name
-
 
 RUN_FILES = frozenset({"run.json", "config.yaml", "metrics.json", "best.pt", "last.pt"})
 

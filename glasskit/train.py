@@ -26,7 +26,8 @@ from glasskit.data import Dataset
 from glasskit.device import cpu_bf16_native, resolve_device
 from glasskit.errors import GlasskitError
 from glasskit.evaluation import evaluate, final_metrics, primary_ranking, say_beam
-from glasskit.pipeline import load, model_and_batcher
+from glasskit.models.interface import StagedTraining
+from glasskit.pipeline import load, model_and_batcher, training_split
 from glasskit.runs import (
     Run,
     check_run_folder,
@@ -139,7 +140,7 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
     model, batcher = model_and_batcher(cfg, ds, table, device)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = make_optimizer(model, cfg)
-    train_split = getattr(model, "train_split", "train")  # SASRec: one window per user
+    train_split = training_split(cfg, ds)
     if len(ds.splits[train_split]) < world:
         raise GlasskitError(
             f"{ds.cfg.data.dataset}: {len(ds.splits[train_split])} training samples for {world} "
@@ -174,7 +175,7 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
     while state["epoch"] < cfg.train.epochs and state["bad"] < cfg.train.patience:
         epoch = state["epoch"]
         torch.manual_seed(cfg.seed * 1000 + epoch)
-        if hasattr(model, "set_epoch"):  # staged training (GEMs' indexer, §3.4)
+        if isinstance(model, StagedTraining):  # GEMs' indexer stages, §3.4
             model.set_epoch(epoch)
         net.train()
         t0 = time.time()

@@ -12,7 +12,7 @@ from glasskit.decode import top_k_items
 from glasskit.evaluation import evaluate
 from glasskit.models.dualgr import DualGR
 from glasskit.models.sasrec import SASRec
-from glasskit.pipeline import load, model_and_batcher
+from glasskit.pipeline import load, model_and_batcher, training_split
 
 SIZES = [4, 3, 2]
 
@@ -141,8 +141,10 @@ def test_dualgr_cached_decoding_equals_decoding_the_whole_prefix():
 def test_sasrec_windows_cover_every_training_position_once_and_never_a_held_out_one():
     cfg = gk.configure("smoke", model="sasrec")
     ds, table = load(cfg)
-    model, batcher = model_and_batcher(cfg, ds, table, "cpu")
-    name = model.train_split
+    _, batcher = model_and_batcher(cfg, ds, table, "cpu")
+    name = training_split(cfg, ds)
+    assert name == "windows_10"
+    assert training_split(cfg.replace(**{"model.train_on": "targets"}), ds) == "train"
     s = ds.splits[name]
     batch = batcher.batch(name, np.arange(len(s)))
     seq, nxt = batch["seq"].numpy(), batch["seq_targets"].numpy()

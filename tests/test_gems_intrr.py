@@ -144,7 +144,7 @@ def test_gems_streams_split_by_thresholds_and_stages_follow_epochs():
 
 
 def test_gems_stream_shares_sum_to_one_and_follow_the_streams():
-    from glasskit.analysis.streams import gems_stream_shares
+    from glasskit.analysis.trace import gems_stream_shares
 
     base = gk.configure("smoke", model="gems")
     ds, table = load(base)

@@ -1,12 +1,11 @@
 """Gates and attention streams (GLASS §5.4 Figure 4; GEMs §4.5 Figure 4): pure functions over
-the tables of :mod:`glasskit.analysis.trace`, and their figures."""
+the tables of :mod:`glasskit.analysis.trace` (which runs the models), and their figures."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import torch
 from plotly.subplots import make_subplots
 
 DEFAULT_EDGES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
@@ -73,67 +72,6 @@ def recency_profile(recency: pd.DataFrame, stream: str, layer: int | None = None
     return r.groupby("age")["mass"].sum().div(layers).sort_index()
 
 
-@torch.no_grad()
-def gems_stream_shares(model, batcher, split: str = "test", samples: np.ndarray | None = None,
-                       batch_size: int = 256) -> pd.DataFrame:
-    """What share of a GEMs decoder's input each stream gives it, per decoder layer and SID
-    level (0-based, the level predicted), under teacher forcing on ``split``: one row per
-    (layer, level, stream) with the mean ``share`` over samples and ``present``, the fraction
-    of samples whose history has the stream at all (an absent stream's share is 0).
-
-    The measure follows the fusion (gems.md §4.5): with a cross-attention per stream, sum (d)
-    and gate (c), a stream's share is the norm of its increment to the residual, weighted by
-    its gate in (c), over the sum of all of them; with one cross-attention over every stream's
-    memory (a, b), it is the attention mass (mean over heads) on that stream's positions."""
-    from glasskit.models.gems import STREAMS
-
-    was_training, detail = model.training, batcher.detail
-    model.eval()
-    batcher.detail = True
-    n = len(batcher.ds.splits[split])
-    samples = np.arange(n) if samples is None else np.asarray(samples)
-    sums: dict[tuple[int, int, str], float] = {}
-    present: dict[str, float] = {}
-    try:
-        for start in range(0, len(samples), batch_size):
-            batch = batcher.batch(split, samples[start:start + batch_size])
-            model.inspect = []
-            state = model.encode(batch)  # teacher forcing, as GEMs' forward does
-            model.run_decoder(model.decoder_input(batch["target"][:, :-1]), state)
-            for s in STREAMS:
-                has = state["has"].get(s)
-                if has is None and "all" in state["has"] and s in model.streams:
-                    seg = state["segments"]["all"]
-                    pad = state["mems"]["all"][1]
-                    has = (~pad[:, seg == STREAMS.index(s)]).any(1)
-                present[s] = present.get(s, 0.0) + (float(has.sum()) if has is not None else 0.0)
-            for layer, rec in enumerate(model.inspect[-1]["layers"]):
-                if "mass" in rec:  # (N, T, 3)
-                    share = rec["mass"].float()
-                else:
-                    names = [s for s in STREAMS if s in rec]
-                    contrib = torch.stack([rec[s].float() for s in names], -1)  # (N, T, S)
-                    if "gate" in rec:
-                        contrib = contrib * rec["gate"].float()
-                    part = contrib / contrib.sum(-1, keepdim=True).clamp_min(1e-12)
-                    share = torch.zeros(*part.shape[:2], len(STREAMS))
-                    share[..., [STREAMS.index(s) for s in names]] = part
-                totals = share.sum(0)  # (T, 3)
-                for level in range(totals.shape[0]):
-                    for i, s in enumerate(STREAMS):
-                        key = (layer, level, s)
-                        sums[key] = sums.get(key, 0.0) + float(totals[level, i])
-    finally:
-        model.inspect = None
-        batcher.detail = detail
-        model.train(was_training)
-    total = len(samples)
-    return pd.DataFrame([{"layer": layer, "level": level, "stream": s, "share": v / total,
-                          "present": present[s] / total}
-                         for (layer, level, s), v in sorted(sums.items())])
-
-
-# -- figures ----------------------------------------------------------------------------------
 def gate_length_figure(tables: dict[str, pd.DataFrame]) -> go.Figure:
     """Mean gate per retrieved-length bin, one panel per configuration, the number of values per
     bin as bars on a second axis."""

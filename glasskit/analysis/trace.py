@@ -16,6 +16,8 @@ Levels are 0-based (level 1 is the second SID token, the first one hard search i
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,28 +47,42 @@ def _short_item_mass(attn: torch.Tensor, S: int, L: int) -> tuple[np.ndarray, np
     return items.cpu().numpy(), tier.cpu().numpy()
 
 
+@contextlib.contextmanager
+def inspecting(model, batcher: Batcher) -> Iterator[list]:
+    """The model in eval mode recording every decoder pass into the yielded list
+    (``model.inspect``), the batcher giving item-level detail; both restored however the block
+    ends."""
+    was_training, detail = model.training, batcher.detail
+    model.eval()
+    batcher.detail = True
+    model.inspect = []
+    try:
+        yield model.inspect
+    finally:
+        model.inspect = None
+        batcher.detail = detail
+        model.train(was_training)
+
+
 @torch.no_grad()
 def decode_trace(model, batcher: Batcher, index: PrefixIndex, split: str = "test",
                  beam: int = 20, samples: np.ndarray | None = None,
                  batch_size: int = 128) -> DecodeTrace:
     """Trace beam search over ``samples`` of ``split`` (all of them by default)."""
-    was_training, detail = model.training, batcher.detail
-    model.eval()
-    batcher.detail = True
     S, L = batcher.ds.short_len, batcher.table.levels
     n = len(batcher.ds.splits[split])
     samples = np.arange(n) if samples is None else np.asarray(samples)
     gates, counts = [], []
     mass: dict[tuple[str, int, int], float] = {}
     rows_seen: dict[tuple[str, int], int] = {}
-    try:
+    with inspecting(model, batcher) as records:
         for start in range(0, len(samples), batch_size):
             idx = samples[start:start + batch_size]
             batch = batcher.batch(split, idx)
-            model.inspect = []
+            records.clear()
             res = beam_search(model, batch, index, beam, min(beam, 20))
             B = len(idx)
-            for rec in model.inspect:
+            for rec in records:
                 level = rec["start"]
                 # rows of beams that exist (a level with fewer codes than beams pads with dead
                 # beams, whose scores are -inf; they are left out)
@@ -100,10 +116,6 @@ def decode_trace(model, batcher: Batcher, index: PrefixIndex, split: str = "test
                             "ret_norm": lay["ret_norm"][:, -1].float().cpu().numpy()}))
                         _retrieval_mass(mass, rows_seen, layer, lay, rec, batch, r, L)
                     counts.append({"level": level, "layer": layer, "rows": N, "retrieving": n_ret})
-    finally:
-        model.inspect = None
-        batcher.detail = detail
-        model.train(was_training)
     recency = pd.DataFrame([{"stream": s, "layer": layer, "age": a,
                              "mass": m / rows_seen[("short" if s == "tier" else s, layer)]}
                             for (s, layer, a), m in sorted(mass.items())])
@@ -135,18 +147,10 @@ def user_view(model, batcher: Batcher, index: PrefixIndex, sample: int, texts: l
     the step predicting ``level`` (>= 1) its generated first code, the gate (mean over layers
     and entries) and the retrieved items with the attention each received (mean over heads and
     layers)."""
-    was_training, detail = model.training, batcher.detail
-    model.eval()
-    batcher.detail = True
-    try:
+    with inspecting(model, batcher) as records:
         batch = batcher.batch(split, np.array([sample]))
-        model.inspect = []
         res = beam_search(model, batch, index, beam, min(beam, 20))
-        recs = [rec for rec in model.inspect if rec["start"] == level]
-    finally:
-        model.inspect = None
-        batcher.detail = detail
-        model.train(was_training)
+        recs = [rec for rec in records if rec["start"] == level]
     short = batch["short_items"][0].cpu().numpy()
     target = int(batch["target_item"][0])
     window = pd.DataFrame({"age": np.arange(len(short), 0, -1), "item": short})
@@ -186,3 +190,59 @@ def user_view(model, batcher: Batcher, index: PrefixIndex, sample: int, texts: l
     return {"window": window.reset_index(drop=True), "beams": pd.DataFrame(beams),
             "retrieved": pd.DataFrame(retrieved), "target": pd.DataFrame(
                 {"item": [target], "text": [texts[target]]})}
+
+
+@torch.no_grad()
+def gems_stream_shares(model, batcher, split: str = "test", samples: np.ndarray | None = None,
+                       batch_size: int = 256) -> pd.DataFrame:
+    """What share of a GEMs decoder's input each stream gives it, per decoder layer and SID
+    level (0-based, the level predicted), under teacher forcing on ``split``: one row per
+    (layer, level, stream) with the mean ``share`` over samples and ``present``, the fraction
+    of samples whose history has the stream at all (an absent stream's share is 0).
+
+    The measure follows the fusion (gems.md §4.5): with a cross-attention per stream, sum (d)
+    and gate (c), a stream's share is the norm of its increment to the residual, weighted by
+    its gate in (c), over the sum of all of them; with one cross-attention over every stream's
+    memory (a, b), it is the attention mass (mean over heads) on that stream's positions."""
+    from glasskit.models.gems import STREAMS
+
+    n = len(batcher.ds.splits[split])
+    samples = np.arange(n) if samples is None else np.asarray(samples)
+    sums: dict[tuple[int, int, str], float] = {}
+    present: dict[str, float] = {}
+    with inspecting(model, batcher) as records:
+        for start in range(0, len(samples), batch_size):
+            batch = batcher.batch(split, samples[start:start + batch_size])
+            records.clear()
+            state = model.encode(batch)  # teacher forcing, as GEMs' forward does
+            model.run_decoder(model.decoder_input(batch["target"][:, :-1]), state)
+            for s in STREAMS:
+                has = state["has"].get(s)
+                if has is None and "all" in state["has"] and s in model.streams:
+                    seg = state["segments"]["all"]
+                    pad = state["mems"]["all"][1]
+                    has = (~pad[:, seg == STREAMS.index(s)]).any(1)
+                present[s] = present.get(s, 0.0) + (float(has.sum()) if has is not None else 0.0)
+            for layer, rec in enumerate(records[-1]["layers"]):
+                if "mass" in rec:  # (N, T, 3)
+                    share = rec["mass"].float()
+                else:
+                    names = [s for s in STREAMS if s in rec]
+                    contrib = torch.stack([rec[s].float() for s in names], -1)  # (N, T, S)
+                    if "gate" in rec:
+                        contrib = contrib * rec["gate"].float()
+                    part = contrib / contrib.sum(-1, keepdim=True).clamp_min(1e-12)
+                    share = torch.zeros(*part.shape[:2], len(STREAMS))
+                    share[..., [STREAMS.index(s) for s in names]] = part
+                totals = share.sum(0)  # (T, 3)
+                for level in range(totals.shape[0]):
+                    for i, s in enumerate(STREAMS):
+                        key = (layer, level, s)
+                        sums[key] = sums.get(key, 0.0) + float(totals[level, i])
+    total = len(samples)
+    return pd.DataFrame([{"layer": layer, "level": level, "stream": s, "share": v / total,
+                          "present": present[s] / total}
+                         for (layer, level, s), v in sorted(sums.items())])
+
+
+# -- figures ----------------------------------------------------------------------------------

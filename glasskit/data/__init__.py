@@ -100,6 +100,14 @@ class Dataset:
                                             *shipped)
         return self._fingerprint
 
+    def window_split(self, window: int) -> str:
+        """The name of the split of windows tiling every training prefix (``window`` items
+        each, see :func:`window_samples`), built on first use."""
+        name = f"windows_{window}"
+        if name not in self.splits:
+            self.splits[name] = window_samples(self.seqs, window)
+        return name
+
     def texts(self) -> list[str]:
         return item_texts(self.raw.items, self.seqs.item_ids)
 

@@ -22,7 +22,6 @@ import pandas as pd
 from glasskit.errors import DataError
 
 PAD = -1
-SPLITS = ("train", "valid", "test")
 
 
 @dataclass
@@ -146,8 +145,7 @@ def exposure_negatives(interactions: pd.DataFrame, positives: pd.DataFrame,
 
 def split_samples(seqs: Sequences, train_targets_per_user: int | None = None) -> dict[str, Samples]:
     """Leave-one-out: last position = test, second to last = valid, earlier positions (t >= 1,
-    all or the last ``train_targets_per_user``) = train. ``train_last`` holds each user's last
-    training position only (for models that learn from every position of one window, SASRec)."""
+    all or the last ``train_targets_per_user``) = train."""
     n = seqs.lengths
     users = np.arange(seqs.n_users)
     first = np.ones_like(n) if train_targets_per_user is None else np.maximum(
@@ -155,10 +153,8 @@ def split_samples(seqs: Sequences, train_targets_per_user: int | None = None) ->
     n_train = n - 2 - first
     train_user = np.repeat(users, n_train)
     train_t = np.repeat(first, n_train) + _ranges(n_train)
-    has_train = n >= 4  # t = n - 3 >= 1
     return {
         "train": Samples(train_user, train_t),
-        "train_last": Samples(users[has_train], (n - 3)[has_train]),
         "valid": Samples(users.copy(), n - 2),
         "test": Samples(users.copy(), n - 1),
     }

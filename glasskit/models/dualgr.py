@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from glasskit.errors import ConfigError
-from glasskit.models.layers import DecoderLayer, Dropout, KVCache
-from glasskit.models.tiger import SidEmbedding, sid_loss
+from glasskit.models.layers import DecoderLayer, Dropout, SidEmbedding, sid_loss
+from glasskit.models.sid_decoder import SidDecoder
 
 
 @dataclass
@@ -68,7 +68,7 @@ DUALGR_VARIANTS: dict[str, dict] = {
 }
 
 
-class DualGR(nn.Module):
+class DualGR(SidDecoder):
     def __init__(self, sizes: list[int], first_codes: torch.Tensor, short_window: int,
                  long_window: int, d: int = 64, heads: int = 4, head_dim: int = 16, ff: int = 128,
                  layers: int = 2, dropout: float = 0.1, attn_dropout: float = 0.0, dbr: bool = True,
@@ -167,31 +167,22 @@ class DualGR(nn.Module):
         return mask.reshape(B, 1, r * len(positions), U)
 
     # -- decoder --------------------------------------------------------------------------------
-    def run_decoder(self, x: torch.Tensor, state: dict, mask: torch.Tensor) -> torch.Tensor:
-        caches = state.get("cache") or [None] * len(self.decoder)
-        for layer, kv, cache in zip(self.decoder, state["kv"], caches):
-            x = layer(x, {"kv": kv, "mask": mask, "cache": cache})
-        return self.dec_norm(x)
+    def decoder_context(self, state: dict, x: torch.Tensor, start: int) -> dict:
+        """The actions each position may read: the routed window (or, at inference, the
+        branch's), or from the second position on the search with the row's first code."""
+        window = state.get("window", state["windows"][self.branches[0]])
+        return {"mask": self.context_mask(state, window, state.get("first"), x.shape[0],
+                                          range(start, start + x.shape[1]))}
 
-    def logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
-        with torch.autocast(h.device.type, enabled=False):
-            return self.heads[level](h.float())
+    def teacher_state(self, state: dict, batch: dict[str, torch.Tensor]) -> dict:
+        """Training: the router picks each sample's window from its target's first code (eq. 5),
+        and the search uses that code (eq. 8)."""
+        first = batch["target"][:, 0]
+        return {**state, "window": self.route(state, first), "first": first}
 
-    def forward(self, batch: dict[str, torch.Tensor], loss: bool = False):
-        """Teacher forcing: logits of every level [(B, K_l)] (the router picks each sample's
-        window from its target), or with ``loss`` the ENTP loss (eq. 10)."""
-        state = self.encode(batch)
-        target = batch["target"]  # (B, L)
-        B = target.shape[0]
-        window = self.route(state, target[:, 0])
-        mask = self.context_mask(state, window, target[:, 0], B, range(self.levels))
-        prefix = target[:, :-1]
-        x = torch.cat([self.bos.expand(B, 1, self.d), self.emb(prefix)], 1) + self.dec_pos.weight
-        h = self.run_decoder(self.drop(x), state, mask)
-        logits = [self.logits(h[:, i], i) for i in range(self.levels)]
-        if not loss:
-            return logits
-        return self.entp_loss(logits, target, batch.get("negatives"))
+    def objective(self, logits: list[torch.Tensor], batch: dict[str, torch.Tensor],
+                  state: dict) -> torch.Tensor:
+        return self.entp_loss(logits, batch["target"], batch.get("negatives"))
 
     def entp_loss(self, logits: list[torch.Tensor], target: torch.Tensor,
                   negatives: torch.Tensor | None) -> torch.Tensor:
@@ -213,35 +204,13 @@ class DualGR(nn.Module):
     def start_decoding(self, state: dict) -> dict:
         if "window" not in state:
             state = {**state, "window": state["windows"][self.branches[0]]}
-        return {**state, "cache": [KVCache() for _ in self.decoder]}
-
-    def decode_step(self, state: dict, prefix: torch.Tensor) -> torch.Tensor:
-        level, N = prefix.shape[1], prefix.shape[0]
-        if level == 0:
-            x = self.bos.expand(N, 1, self.d)
-        else:
-            x = self.emb(prefix[:, -1:], first_level=level - 1)
-        mask = self.context_mask(state, state["window"], state.get("first"), N, range(level, level + 1))
-        h = self.run_decoder(self.drop(x + self.dec_pos.weight[level]), state, mask)
-        return self.logits(h[:, -1], level)
+        return super().start_decoding(state)
 
     def step_logits(self, state: dict, prefix: torch.Tensor) -> torch.Tensor:
-        """Logits of the next code after ``prefix`` (N, l), decoding the whole prefix."""
-        N, level = prefix.shape
-        window = state.get("window", state["windows"][self.branches[0]])
-        keys = prefix[:, 0] if level else None
-        x = self.bos.expand(N, 1, self.d)
-        if level:
-            x = torch.cat([x, self.emb(prefix)], 1)
-        mask = self.context_mask(state, window, keys, N, range(level + 1))
-        h = self.run_decoder(self.drop(x + self.dec_pos.weight[: level + 1]), {**state, "cache": None}, mask)
-        return self.logits(h[:, -1], level)
-
-    def select(self, state: dict, rows: torch.Tensor) -> dict:
-        out = {**state, "cache": [c.select(rows) for c in state["cache"]]}
-        if "first" in state:
-            out["first"] = state["first"][rows]
-        return out
+        """Logits of the next code after ``prefix`` (N, l), decoding the whole prefix; its first
+        code is the search key."""
+        return super().step_logits({**state, "first": prefix[:, 0]} if prefix.shape[1] else state,
+                                   prefix)
 
     def after_step(self, state: dict, prefix: torch.Tensor, batch: dict, beams: int) -> dict:
         """After the first step each beam searches with its own generated first code (S2D)."""

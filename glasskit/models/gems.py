@@ -39,13 +39,15 @@ from torch import nn
 from glasskit.errors import ConfigError
 from glasskit.models.layers import (
     Attention,
+    CausalSelfBlock,
     Dropout,
     EncoderLayer,
     FeedForward,
-    KVCache,
+    SidEmbedding,
     attend_mask,
+    sid_loss,
 )
-from glasskit.models.tiger import SidEmbedding, sid_loss
+from glasskit.models.sid_decoder import SidDecoder
 
 STREAMS = ("recent", "mid", "lifecycle")
 FUSIONS = ("sum", "gate", "concat_memory", "concat_tokens")  # (d), (c), (b), (a) of §4.5
@@ -229,7 +231,7 @@ class LifecycleCompressor(nn.Module):
         return mem, mem_pad, recon
 
 
-class GemsDecoderLayer(nn.Module):
+class GemsDecoderLayer(CausalSelfBlock, nn.Module):
     """Causal self-attention, then per stream a cross-attention and an FFN with residuals, fused
     by the parameter-free sum (eq. 10-11) or a learned gate over streams (§4.5 c)."""
 
@@ -247,12 +249,7 @@ class GemsDecoderLayer(nn.Module):
         self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, ctx: dict, inspect: list | None = None) -> torch.Tensor:
-        h = self.ln_self(x)
-        cache = ctx.get("cache")
-        if cache is None:
-            x = x + self.drop(self.self_attn(h, h, causal=True)[0])
-        else:
-            x = x + self.drop(self.self_attn(h, kv=cache.append(*self.self_attn.keys_values(h)))[0])
+        x = self.self_block(x, ctx.get("cache"))
         parts, rec = [], {}
         for s in self.streams:
             z, w = self.cross[s](self.ln_cross[s](x), kv=ctx["kv"][s], mask=ctx["mask"][s],
@@ -279,7 +276,7 @@ class GemsDecoderLayer(nn.Module):
         return out
 
 
-class Gems(nn.Module):
+class Gems(SidDecoder):
     def __init__(self, sizes: list[int], recent_len: int, lifecycle_from: int, history: int,
                  d: int = 64, heads: int = 4, head_dim: int = 16, ff: int = 128,
                  enc_layers: int = 1, mid_layers: int = 1, dec_layers: int = 2, dropout: float = 0.1,
@@ -404,57 +401,12 @@ class Gems(nn.Module):
                        for layer in self.decoder]}
 
     # -- decoder --------------------------------------------------------------------------------
-    def run_decoder(self, x: torch.Tensor, state: dict) -> torch.Tensor:
-        caches = state.get("cache") or [None] * len(self.decoder)
-        layers = [] if self.inspect is not None else None
-        for layer, kv, cache in zip(self.decoder, state["kv"], caches):
-            x = layer(x, {"kv": kv, "mask": state["mask"], "has": state["has"], "cache": cache,
-                          "segments": state["segments"]}, layers)
-        if layers is not None:
-            self.inspect.append({"layers": layers})
-        return self.dec_norm(x)
+    def decoder_context(self, state: dict, x: torch.Tensor, start: int) -> dict:
+        """Per stream: its memory's mask, whether each sample has the stream at all, and which
+        stream each position of a concatenated memory came from."""
+        return {"mask": state["mask"], "has": state["has"], "segments": state["segments"]}
 
-    def logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
-        with torch.autocast(h.device.type, enabled=False):
-            return self.heads[level](h.float())
-
-    def decoder_input(self, prefix: torch.Tensor) -> torch.Tensor:
-        N, n = prefix.shape
-        x = self.bos.expand(N, 1, self.d)
-        if n:
-            x = torch.cat([x, self.emb(prefix)], 1)
-        return self.drop(x + self.dec_pos.weight[: n + 1])
-
-    def forward(self, batch: dict[str, torch.Tensor], loss: bool = False):
-        """Teacher forcing: logits of every level, or with ``loss`` NTP + the indexer's KL
-        (stage >= 2) + the lifecycle reconstruction (eq. 13)."""
-        state = self.encode(batch)
-        target = batch["target"]
-        h = self.run_decoder(self.decoder_input(target[:, :-1]), state)
-        logits = [self.logits(h[:, i], i) for i in range(self.levels)]
-        return sid_loss(logits, target) + state["aux"] if loss else logits
-
-    # -- incremental decoding (beam search) -------------------------------------------------------
-    row_keys = ()
-
-    def start_decoding(self, state: dict) -> dict:
-        return {**state, "cache": [KVCache() for _ in self.decoder]}
-
-    def decode_step(self, state: dict, prefix: torch.Tensor) -> torch.Tensor:
-        level = prefix.shape[1]
-        if level == 0:
-            x = self.bos.expand(len(prefix), 1, self.d)
-        else:
-            x = self.emb(prefix[:, -1:], first_level=level - 1)
-        h = self.run_decoder(self.drop(x + self.dec_pos.weight[level]), state)
-        return self.logits(h[:, -1], level)
-
-    def step_logits(self, state: dict, prefix: torch.Tensor) -> torch.Tensor:
-        h = self.run_decoder(self.decoder_input(prefix), {**state, "cache": None})
-        return self.logits(h[:, -1], prefix.shape[1])
-
-    def select(self, state: dict, rows: torch.Tensor) -> dict:
-        return {**state, "cache": [c.select(rows) for c in state["cache"]]}
-
-    def after_step(self, state: dict, prefix: torch.Tensor, batch: dict, beams: int) -> dict:
-        return state
+    def objective(self, logits: list[torch.Tensor], batch: dict[str, torch.Tensor],
+                  state: dict) -> torch.Tensor:
+        """Eq. 13: NTP + the indexer's KL (stage >= 2) + the lifecycle reconstruction."""
+        return sid_loss(logits, batch["target"]) + state["aux"]

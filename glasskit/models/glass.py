@@ -139,8 +139,6 @@ class Glass(Tiger):
             self.tier_type = nn.Parameter(torch.zeros(d))
         self.register_buffer("neighbours", neighbours if neighbours is not None else None,
                              persistent=False)
-        self.needs_long = hard_search
-        self.needs_tier = sid_tier
 
     @classmethod
     def needs(cls, cfg) -> set[str]:
@@ -238,30 +236,27 @@ class Glass(Tiger):
         row = torch.arange(len(prefix), device=prefix.device) // beams
         return self.with_retrieval(state, prefix[:, 0].clamp_min(0), row)
 
-    def run_decoder(self, x, state, start: int = 0):
-        if not self.hard_search:
-            return super().run_decoder(x, state, start)
-        ctx = {"mask": state["mask"]}
-        if "ret_ids" in state:
-            use = torch.ones(1, x.shape[1], 1, dtype=x.dtype, device=x.device)
-            if start == 0:  # position 0 (BOS) has no key yet: short-term stream alone
-                use[:, 0] = 0
-            pair = state["ret_pair"]
-            rows = (state["ret_len"][pair] > 0).nonzero().squeeze(1)  # one host sync per step
-            pair = pair[rows]
-            ctx.update(table=self.emb.table(), ret_rows=rows, ret_bias=state["ret_bias"][pair],
-                       use=use)
-            if self.inspect is not None:
-                ctx.update(ret_ids=state["ret_ids"][pair], ret_pad=state["ret_pad"][pair])
-        caches = state.get("cache") or [None] * len(self.decoder)
-        layers = [] if self.inspect is not None else None
-        for layer, kv, cache in zip(self.decoder, state["kv"], caches):
-            x = layer(x, {**ctx, "kv": kv, "cache": cache}, layers)
-        if layers is not None:
-            rec = {"start": start, "layers": layers}
-            if "ret_ids" in state:  # which retrieval each row reads: sample and positions
-                pair = state["ret_pair"]
-                rec.update(ret_len=state["ret_len"][pair], ret_row=state["ret_row"][pair],
-                           ret_pos=state["ret_pos"][pair])
-            self.inspect.append(rec)
-        return self.dec_norm(x)
+    def decoder_context(self, state, x, start):
+        """The short-term mask and, once a first code is known, the rows that retrieved items,
+        their retrieval's token-count bias and the gate's switch (0 at the BOS position)."""
+        ctx = super().decoder_context(state, x, start)
+        if not self.hard_search or "ret_ids" not in state:
+            return ctx
+        use = torch.ones(1, x.shape[1], 1, dtype=x.dtype, device=x.device)
+        if start == 0:  # position 0 (BOS) has no key yet: short-term stream alone
+            use[:, 0] = 0
+        pair = state["ret_pair"]
+        rows = (state["ret_len"][pair] > 0).nonzero().squeeze(1)  # one host sync per step
+        pair = pair[rows]
+        ctx.update(table=self.emb.table(), ret_rows=rows, ret_bias=state["ret_bias"][pair], use=use)
+        if self.inspect is not None:
+            ctx.update(ret_ids=state["ret_ids"][pair], ret_pad=state["ret_pad"][pair])
+        return ctx
+
+    def inspect_record(self, state):
+        """Which retrieval each row reads: its sample and the retrieved positions."""
+        if not self.hard_search or "ret_ids" not in state:
+            return {}
+        pair = state["ret_pair"]
+        return {"ret_len": state["ret_len"][pair], "ret_row": state["ret_row"][pair],
+                "ret_pos": state["ret_pos"][pair]}

@@ -23,11 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from glasskit.errors import ConfigError
-from glasskit.models.layers import Dropout, EncoderLayer, attend_mask
+from glasskit.models.layers import Dropout, EncoderLayer, attend_mask, sid_loss
 
 
 @dataclass
@@ -143,10 +142,8 @@ class IntRR(nn.Module):
         logits, _ = self.ran.run(state["h"], target)
         if not loss:
             return logits
-        rec = torch.stack([F.cross_entropy(lg, target[:, i]) for i, lg in enumerate(logits)]).sum()
-        aln = torch.stack([F.cross_entropy(lg, self.item_codes[:, i])
-                           for i, lg in enumerate(state["item_logits"])]).sum()
-        return rec + self.align_weight * aln
+        return (sid_loss(logits, target)
+                + self.align_weight * sid_loss(state["item_logits"], self.item_codes))
 
     # -- beam search over the RAN ---------------------------------------------------------------
     row_keys = ()

@@ -185,7 +185,21 @@ class EncoderLayer(nn.Module):
         return x + self.drop(self.ff(self.ln2(x)))
 
 
-class DecoderLayer(nn.Module):
+class CausalSelfBlock:
+    """The decoder's causal self-attention sub-layer, shared by every decoder layer (TIGER's,
+    GLASS's, GEMs'): needs ``ln_self``, ``self_attn`` and ``drop`` on the layer."""
+
+    def self_block(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Causal self-attention over x (N, T, d); with a cache, x holds only the newest
+        position and attends to the cached ones and itself."""
+        h = self.ln_self(x)
+        if cache is None:
+            return x + self.drop(self.self_attn(h, h, causal=True)[0])
+        kv = cache.append(*self.self_attn.keys_values(h))
+        return x + self.drop(self.self_attn(h, kv=kv)[0])
+
+
+class DecoderLayer(CausalSelfBlock, nn.Module):
     """Causal self-attention, cross-attention to the encoder (the short-term stream), FFN.
     GLASS's layer (models/glass.py) adds a second cross-attention and the gate."""
 
@@ -197,15 +211,6 @@ class DecoderLayer(nn.Module):
         self.cross = Attention(d, heads, head_dim, attn_dropout)
         self.ff = FeedForward(d, ff)
         self.drop = Dropout(dropout)
-
-    def self_block(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Causal self-attention over x (N, T, d); with a cache, x holds only the newest
-        position and attends to the cached ones and itself."""
-        h = self.ln_self(x)
-        if cache is None:
-            return x + self.drop(self.self_attn(h, h, causal=True)[0])
-        kv = cache.append(*self.self_attn.keys_values(h))
-        return x + self.drop(self.self_attn(h, kv=kv)[0])
 
     def ff_block(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.drop(self.ff(self.ln_ff(x)))
@@ -221,3 +226,39 @@ class DecoderLayer(nn.Module):
             inspect.append({"attn_short": w})
         x = x + self.drop(z)
         return self.ff_block(x)
+
+
+# -- semantic-ID tokens ------------------------------------------------------------------------
+def sid_loss(logits: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy summed over the SID levels (target (B, L))."""
+    return torch.stack([F.cross_entropy(lg.float(), target[:, i])
+                        for i, lg in enumerate(logits)]).sum()
+
+
+class SidEmbedding(nn.Module):
+    """Level-aware token embedding: code c at level l is token ``1 + offset_l + c`` (0 = pad)."""
+
+    def __init__(self, sizes: list[int], d: int):
+        super().__init__()
+        offsets = torch.tensor([0, *list(torch.tensor(sizes).cumsum(0)[:-1].tolist())]) + 1
+        self.register_buffer("offsets", offsets, persistent=False)
+        level_of = torch.cat([torch.zeros(1, dtype=torch.long),
+                              torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))])
+        self.register_buffer("level_of", level_of, persistent=False)  # level of each token id
+        self.tok = nn.Embedding(1 + sum(sizes), d, padding_idx=0)
+        self.level = nn.Embedding(len(sizes), d)
+
+    def ids(self, codes: torch.Tensor, first_level: int = 0) -> torch.Tensor:
+        """codes (..., L') with -1 for padding -> token ids (..., L'); column j holds level
+        first_level + j."""
+        levels = slice(first_level, first_level + codes.shape[-1])
+        return torch.where(codes >= 0, codes + self.offsets[levels], 0)
+
+    def forward(self, codes: torch.Tensor, first_level: int = 0) -> torch.Tensor:
+        """codes (..., L') -> (..., L', d)."""
+        levels = slice(first_level, first_level + codes.shape[-1])
+        return self.tok(self.ids(codes, first_level)) + self.level.weight[levels]
+
+    def table(self) -> torch.Tensor:
+        """(V, d): the embedding of every token id (row 0, padding, is never attended)."""
+        return self.tok.weight + self.level.weight[self.level_of]

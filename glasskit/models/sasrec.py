@@ -55,7 +55,6 @@ class SASRec(nn.Module):
         super().__init__()
         self.n_items, self.max_len, self.d = n_items, max_len, d
         self.train_on, self.loss_kind, self.negatives = train_on, loss, negatives
-        self.train_split = f"windows_{max_len}" if train_on == "all" else "train"
         self.item = nn.Embedding(n_items + 1, d, padding_idx=0)  # item i is row i + 1
         self.pos = nn.Embedding(max_len, d)
         self.blocks = nn.ModuleList(EncoderLayer(d, heads, head_dim, ff, dropout, attn_dropout)
@@ -75,12 +74,9 @@ class SASRec(nn.Module):
         return cfg.model.max_len or cfg.data.short_len
 
     @classmethod
-    def splits(cls, cfg, ds) -> dict:
-        """The windows tiling every training prefix (for ``train_on: all``)."""
-        from glasskit.data import window_samples
-
-        S = cls.window(cfg)
-        return {f"windows_{S}": window_samples(ds.seqs, S)} if cfg.model.train_on == "all" else {}
+    def training_windows(cls, cfg) -> int | None:
+        """``train_on: all``: windows tiling every training prefix; else the shared targets."""
+        return cls.window(cfg) if cfg.model.train_on == "all" else None
 
     @classmethod
     def from_config(cls, cfg, sizes: list[int], n_items: int, inputs: dict) -> SASRec:

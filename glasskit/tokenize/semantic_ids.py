@@ -43,18 +43,6 @@ class SidTable:
     def semantic_codes(self) -> np.ndarray:
         return self.codes[:, : self.semantic_levels]
 
-    def prefix_items(self, prefix: tuple[int, ...] | list[int]) -> np.ndarray:
-        """Items whose SID starts with ``prefix``, in item-index order."""
-        p = np.asarray(prefix, dtype=np.int64)
-        return np.flatnonzero((self.codes[:, : len(p)] == p).all(1))
-
-    def sid_groups(self) -> dict[tuple[int, ...], np.ndarray]:
-        """Full SID -> items sharing it (item-index order)."""
-        _, inv = np.unique(self.codes, axis=0, return_inverse=True)
-        order = np.argsort(inv.ravel(), kind="stable")
-        groups = np.split(order, np.cumsum(np.bincount(inv.ravel()))[:-1])
-        return {tuple(self.codes[g[0]].tolist()): g for g in groups}
-
     def index(self, device: str | torch.device = "cpu") -> PrefixIndex:
         return PrefixIndex(self.codes, self.sizes, device)
 
