@@ -66,8 +66,8 @@ def model_worker(name: str) -> dict:
     import torch
 
     import glasskit as gk
-    from glasskit.decode import beam_search
     from glasskit.pipeline import load, model_and_batcher
+    from glasskit.ranking import rank
     from glasskit.train import make_optimizer, train_step
 
     model_name, _, variant = name.partition(":")
@@ -102,11 +102,11 @@ def model_worker(name: str) -> dict:
     tb = batcher.batch("test", users)
     with torch.no_grad():
         for beam in BEAMS:
-            beam_search(model, tb, index, beam, min(beam, 20))
+            rank(model, "sid", tb, index, beam, min(beam, 20))
             best = float("inf")
             for _ in range(2):
                 t = time.perf_counter()
-                beam_search(model, tb, index, beam, min(beam, 20))
+                rank(model, "sid", tb, index, beam, min(beam, 20))
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 best = min(best, time.perf_counter() - t)

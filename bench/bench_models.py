@@ -22,10 +22,10 @@ from common import measure, table  # noqa: E402
 import glasskit as gk  # noqa: E402
 from glasskit.batching import Batcher  # noqa: E402
 from glasskit.data import prepare  # noqa: E402
-from glasskit.decode import beam_search  # noqa: E402
 from glasskit.device import resolve_device  # noqa: E402
 from glasskit.models.layers import sid_loss  # noqa: E402
 from glasskit.pipeline import model_and_batcher, tokenize_dataset  # noqa: E402
+from glasskit.ranking import rank  # noqa: E402
 from glasskit.tokenize import cosine_table, prototypes  # noqa: E402
 from glasskit.tokenize.sid_tier import sid_tier_counts  # noqa: E402
 
@@ -89,9 +89,9 @@ def speed() -> None:
         index = tbl.index(device)
         users = np.arange(min(256, len(ds.splits["test"])))
         batch = batcher.batch("test", users)
-        beam_search(model, batch, index, 20, 20)
+        rank(model, "sid", batch, index, 20, 20)
         sec, _ = measure(lambda m=model, batch=batch, index=index:
-                         beam_search(m, batch, index, 20, 20), repeat=3)
+                         rank(m, "sid", batch, index, 20, 20), repeat=3)
         rows.append({"model": name, "train_samples_per_s": train_sps,
                      "infer_ms_per_user": 1e3 * sec / len(users)})
     print(f"training and beam-20 inference, quick profile on synthetic data, device={device}")

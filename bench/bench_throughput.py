@@ -80,8 +80,8 @@ def worker(steps: int, command: bool) -> dict:
     import torch
 
     import glasskit as gk
-    from glasskit.decode import beam_search
     from glasskit.pipeline import load, model_and_batcher
+    from glasskit.ranking import rank
 
     try:  # the working tree: one step function shared with the trainer
         from glasskit.train import make_optimizer, train_step
@@ -157,7 +157,7 @@ def worker(steps: int, command: bool) -> dict:
         for rep in range(6):
             for name, (model, index, tb) in infer.items():
                 t = time.perf_counter()
-                beam_search(model, tb, index, 20, 20)
+                rank(model, "sid", tb, index, 20, 20)
                 if rep:  # the first round warms up
                     best[name] = min(best[name], time.perf_counter() - t)
     for name, (_, _, tb) in infer.items():

@@ -9,23 +9,18 @@ from typing import Any
 
 import yaml
 
-from glasskit.config import (
-    DATASETS,
-    PROFILES,
-    apply_variant,
-    configure,
-    load_config,
-    model_entry,
-    model_names,
-    variant_owner,
-)
+from glasskit.config import DATASETS, PROFILES, load_config, model_entry, model_names
 from glasskit.errors import GlasskitError
+from glasskit.profiles import configure, variant_owner
 
 
-def _config(args: argparse.Namespace, **extra: Any):
+def _config(args: argparse.Namespace, model: str | None = None, variant: str | None = None,
+            explicit: dict[str, Any] | None = None):
+    """The config the flags name, through ``configure``'s one order of precedence: profile,
+    model, variant, then explicit values (``--codebooks``, ``--epochs``, ``--set``, ...)."""
     seed = getattr(args, "seed", None)
     return configure(args.profile or "quick", args.dataset, args.data_dir, 0 if seed is None else seed,
-                     **extra)
+                     model=model, variant=variant, explicit=explicit)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -45,7 +40,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         extra["tokenizer.method"] = args.method
     if args.codebooks:
         extra["tokenizer.codebooks"] = _int_list(args.codebooks, "--codebooks")
-    cfg = _config(args, **extra)
+    cfg = _config(args, explicit=extra)
     ds, table = load(cfg)
     stats = sid_stats(table, ds.embeddings())
     lengths = retrieval_lengths(ds, table.first)
@@ -66,8 +61,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from glasskit.train import train
 
     cfg = _train_config(args)
-    if args.set:
-        cfg = cfg.replace(**_overrides(args.set))
     run = train(cfg, out=args.out, resume=not args.fresh, progress=not args.quiet)
     if run is None:  # a non-zero rank of a distributed run: rank 0 reports
         return 0
@@ -89,21 +82,21 @@ def _train_config(args: argparse.Namespace):
             raise GlasskitError(f"--config gives the whole config; {', '.join(given)} would change "
                                 "it: use --set KEY=VALUE instead")
         cfg = load_config(args.config)
-        return cfg.replace(**{"train.device": args.device}) if args.device else cfg
+        explicit = {**({"train.device": args.device} if args.device else {}), **_overrides(args.set)}
+        return cfg.replace(**explicit) if explicit else cfg
     if args.variant and args.model and args.variant not in model_entry(args.model).variants:
         owner = variant_owner(args.variant)
         raise GlasskitError(f"--variant {args.variant} is a row of {owner}, not of --model "
                             f"{args.model}: drop --model, or pass --model {owner}")
     model = args.model or (variant_owner(args.variant) if args.variant else "tiger")
-    extra: dict[str, Any] = {"model.name": model}
+    extra: dict[str, Any] = {}
     if args.codebooks:
         extra["tokenizer.codebooks"] = _int_list(args.codebooks, "--codebooks")
     if args.device:
         extra["train.device"] = args.device
     if args.epochs is not None:
         extra["train.epochs"] = args.epochs
-    cfg = _config(args, **extra)
-    return apply_variant(cfg, args.variant) if args.variant else cfg
+    return _config(args, model, args.variant, {**extra, **_overrides(args.set)})
 
 
 def _overrides(items: list[str]) -> dict[str, Any]:

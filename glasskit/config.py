@@ -165,16 +165,16 @@ class ModelConfig:
             return getattr(params, key)
         raise AttributeError(f"model {self.__dict__.get('name')!r} has no setting {key!r}")
 
-    def set_name(self, name: str) -> None:
-        """Switch to model ``name``: its own params, keeping the values of fields both models'
-        configs share (TIGER -> GLASS keeps the layer counts)."""
+    def set_name(self, name: str, sizes: dict[str, Any] | None = None) -> None:
+        """Switch to model ``name`` with its own params: the defaults of its config dataclass,
+        then ``sizes`` (a profile's sizes, e.g. smoke's one layer) for the fields it has.
+        Nothing is carried over from the previous model."""
         if name == self.name and self.params is not None:
             return
         new = model_entry(name).config()
-        if self.params is not None:
-            for f in dataclasses.fields(new):
-                if hasattr(self.params, f.name):
-                    setattr(new, f.name, getattr(self.params, f.name))
+        for key, value in (sizes or {}).items():
+            if hasattr(new, key):
+                setattr(new, key, value)
         self.name, self.params = name, new
 
     def key_owner(self, key: str) -> Any:
@@ -386,7 +386,7 @@ def _set(cfg: Config, dotted: str, value: Any) -> None:
         obj = getattr(obj, part)
     if isinstance(obj, ModelConfig):
         if leaf == "name":
-            obj.set_name(value)
+            obj.set_name(value, PROFILE_MODEL_SIZES.get(cfg.profile))
             return
         owner = obj.key_owner(leaf)
         if owner is None:
@@ -402,116 +402,8 @@ def _set(cfg: Config, dotted: str, value: Any) -> None:
     setattr(obj, leaf, value)
 
 
-def profile(name: str = "quick", **overrides: Any) -> Config:
-    """A named profile with dotted overrides.
-
-    - ``smoke``: tiny synthetic data, seconds; what the tests run.
-    - ``quick``: the default dataset (ml-100k), minutes on 2 CPU cores; the main job.
-    - ``paper``: GLASS Table 2 settings (short window 50, long history up to 1000); for a GPU.
-    """
-    if name == "smoke":
-        cfg = Config(profile="smoke")
-        cfg.data = DataConfig(dataset="synthetic", short_len=10, long_max=200,
-                              train_targets_per_user=20)
-        cfg.synthetic = SyntheticConfig(users=64, items=256, clusters=8, fine_per_cluster=4,
-                                        min_len=20, max_len=160, dim=16)
-        cfg.embed = EmbedConfig(method="tfidf", dim=16)
-        cfg.tokenizer = TokenizerConfig(codebooks=[8, 8, 8], hidden=[32], latent=8, epochs=150,
-                                        batch_size=256, neighbours=2)
-        cfg.model = ModelConfig(d_model=32, heads=2, head_dim=16, ff=64)
-        hints = {"enc_layers": 1, "dec_layers": 1, "layers": 1}
-        per_model = {}
-        # fp32: bf16 does not pay at this size, and the smoke report should not take another
-        # code path on CPUs with bf16
-        cfg.train = TrainConfig(epochs=3, batch_size=128, warmup_steps=10, patience=2, amp="off")
-    elif name == "quick":
-        cfg = Config(profile="quick")
-        # ml-100k users have 20..737 ratings (median 65): a 20-item window leaves most of them a
-        # long-term history to search.
-        cfg.data = DataConfig(dataset="ml-100k", short_len=20, long_max=500,
-                              train_targets_per_user=20)
-        # sized for 2 CPU cores: ~19k training samples, a few minutes per model
-        cfg.model = ModelConfig(d_model=64, heads=4, head_dim=16, ff=128)
-        cfg.train = TrainConfig(epochs=8, patience=3, warmup_steps=50)
-        hints = {}
-        # SASRec reads 50 items (an ID model has no long-history stream) with SASRec's dropout;
-        # an epoch is a few steps (one window per 50 positions), so it runs to early stopping
-        per_model = {"sasrec": {"model.max_len": 50, "model.dropout": 0.2, "train.epochs": 200,
-                                "train.patience": 20}}
-    elif name == "paper":
-        cfg = Config(profile="paper")
-        cfg.data = DataConfig(dataset="ml-100k", short_len=50, long_max=1000)
-        cfg.embed = EmbedConfig(method="minilm")
-        cfg.train = TrainConfig(epochs=500, lr=1e-4, patience=50, warmup_steps=1000)
-        hints, per_model = {}, {}
-    else:
-        raise ConfigError(f"profile: unknown profile {name!r}; choose one of {PROFILES}")
-    if "model.name" in overrides:
-        cfg.model.set_name(overrides["model.name"])
-    for key, value in hints.items():  # the profile's sizes for whichever model has the field
-        if hasattr(cfg.model.params, key):
-            setattr(cfg.model.params, key, value)
-    overrides = {**per_model.get(cfg.model.name, {}), **overrides}  # then the model's own budget
-    return cfg.replace(**overrides) if overrides else cfg.validate()
-
-
-def configure(profile_name: str = "quick", dataset: str | None = None,
-              data_dir: str | None = None, seed: int = 0, model: str | None = None,
-              variant: str | None = None, optional: dict[str, Any] | None = None,
-              **overrides: Any) -> Config:
-    """A profile on a dataset, as the notebooks and the CLI build it: ``dataset`` None keeps
-    the profile's own (smoke: synthetic; quick, paper: ml-100k), so ``profile="smoke"`` alone
-    is the seconds-long synthetic run. Dotted ``overrides`` apply, then ``variant`` (a GLASS
-    ablation row; codebook resizing acts on the codebooks asked for); ``optional`` overrides
-    apply only when not None (a notebook parameter left at None keeps the profile's value)."""
-    overrides = {**{k: v for k, v in (optional or {}).items() if v is not None}, **overrides}
-    if profile_name not in PROFILES:
-        raise ConfigError(f"profile: unknown profile {profile_name!r}; choose one of {PROFILES}")
-    extra: dict[str, Any] = {"seed": seed}
-    if dataset is not None:
-        extra["data.dataset"] = dataset
-    if data_dir is not None:
-        extra["data.data_dir"] = data_dir
-    if variant is not None and model is None:
-        model = variant_owner(variant)  # e.g. sidtier+shs is a GLASS row
-    if model is not None:
-        extra["model.name"] = model
-    cfg = profile(profile_name, **extra, **overrides)
-    return apply_variant(cfg, variant) if variant is not None else cfg
-
-
-def variant_owner(variant: str) -> str:
-    """The model whose registered ablation rows include ``variant``."""
-    owners = [name for name, e in _registry_items() if variant in e.variants]
-    if len(owners) != 1:
-        known = {name: sorted(e.variants) for name, e in _registry_items() if e.variants}
-        raise ConfigError(f"variant {variant!r} names {'no' if not owners else 'more than one'} "
-                          f"model's ablation row; known: {known}")
-    return owners[0]
-
-
-def _registry_items():
-    from glasskit.models import REGISTRY
-
-    return REGISTRY.items()
-
-
-def apply_variant(cfg: Config, variant: str) -> Config:
-    """The model with the switches of one of its ablation rows (the variants its registry entry
-    lists, e.g. GLASS §5.3-5.4); a row of another model switches to that model. A ``resize``
-    entry divides the first-level codebook (GLASS codebook resizing, §4.3.2)."""
-    entry = model_entry(cfg.model.name)
-    if variant not in entry.variants:  # another model's row: switch to that model
-        cfg = cfg.replace(**{"model.name": variant_owner(variant)})
-        entry = model_entry(cfg.model.name)
-    if cfg.model.variant == variant:
-        return cfg
-    switches = dict(entry.variants[variant])
-    resize = switches.pop("resize", None)
-    if resize:
-        books = list(cfg.tokenizer.codebooks)
-        switches["tokenizer.codebooks"] = [max(2, books[0] // resize), *books[1:]]
-    return cfg.replace(**{"model.variant": variant, **switches})
+# A profile's model sizes, for whichever model has the field (smoke: one layer everywhere).
+PROFILE_MODEL_SIZES: dict[str, dict[str, Any]] = {"smoke": {"enc_layers": 1, "dec_layers": 1, "layers": 1}}
 
 
 def load_config(path: str | Path) -> Config:

@@ -8,9 +8,9 @@ its parent (``model.select``). A model may add per-beam context after a step thr
 
 History masking: with ``seen`` (B, n_items) given, at the last level the SIDs of items the user
 already saw are removed before the top-B cut, so K valid unseen items remain whenever the
-catalogue allows. The kept beams' items then go through :func:`top_k_items`, the ranking step
-every model shares (glasskit.ranking): seen items removed, equal scores ordered by item index
-(items sharing one SID under ``collisions="keep"`` tie, and are listed in item order).
+catalogue allows. The kept beams' items are the candidates that glasskit.ranking orders with
+every other model's (``top_k_items``: seen items removed, equal scores by item index; items
+sharing one SID under ``collisions="keep"`` tie).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import torch
 
-from glasskit.errors import GlasskitError
 from glasskit.tokenize import PrefixIndex
 
 NEG = float("-inf")
@@ -27,8 +26,8 @@ NEG = float("-inf")
 
 @dataclass
 class BeamResult:
-    items: torch.Tensor  # (B, K) item indices, best first; -1 where fewer than K are valid
-    scores: torch.Tensor  # (B, K) log-probability of each item's SID
+    items: torch.Tensor  # (B, beam·G) the kept beams' items, unordered candidates; -1 = none
+    scores: torch.Tensor  # (B, beam·G) log-probability of each candidate's SID
     trace: list[torch.Tensor]  # trace[d]: (B, beam, d+1) prefixes kept at depth d+1, -1 = empty
 
 
@@ -47,10 +46,8 @@ def _seen_at_last_level(index: PrefixIndex, prefix: torch.Tensor, seen: torch.Te
 
 
 @torch.no_grad()
-def beam_search(model, batch: dict[str, torch.Tensor], index: PrefixIndex, beam: int, k: int,
+def beam_search(model, batch: dict[str, torch.Tensor], index: PrefixIndex, beam: int,
                 seen: torch.Tensor | None = None) -> BeamResult:
-    if beam < k:
-        raise GlasskitError(f"beam ({beam}) must be at least the largest K ({k})")
     state = model.start_decoding(model.encode(batch))
     B = state["mem"].shape[0]
     levels = len(index.sizes)
@@ -83,30 +80,5 @@ def beam_search(model, batch: dict[str, torch.Tensor], index: PrefixIndex, beam:
             state = model.after_step(state, prefix.reshape(-1, level + 1), batch, prefix.shape[1])
     groups = index.expand(prefix)  # (B, beam, G)
     G = groups.shape[-1]
-    items = groups.reshape(B, -1)
     item_scores = scores[..., None].expand(-1, -1, G).reshape(B, -1)
-    items, out_scores = top_k_items(items, item_scores, k, seen)
-    return BeamResult(items, out_scores, trace)
-
-
-def top_k_items(items: torch.Tensor, scores: torch.Tensor, k: int,
-                seen: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Candidates ``items`` (B, C) (-1 = none) with ``scores`` (B, C) -> the best ``k`` (B, k):
-    seen items (``seen`` (B, n_items) True) and invalid candidates dropped, higher score first,
-    equal scores by lower item index; padded with -1 / -inf when fewer than k remain. Every
-    model's ranking ends here."""
-    ok = (items >= 0) & torch.isfinite(scores)
-    if seen is not None:
-        ok &= ~seen.gather(1, items.clamp_min(0))
-    s = torch.where(ok, scores.float(), NEG)
-    # tie-break by item index: order by index first, then stably by score
-    by_item = torch.argsort(torch.where(ok, items, torch.iinfo(items.dtype).max), dim=1, stable=True)
-    s, items, ok = s.gather(1, by_item), items.gather(1, by_item), ok.gather(1, by_item)
-    order = torch.argsort(s, dim=1, descending=True, stable=True)[:, :k]
-    out_items = torch.where(ok.gather(1, order), items.gather(1, order), -1)
-    out_scores = torch.where(out_items >= 0, s.gather(1, order), NEG)
-    if out_items.shape[1] < k:
-        pad = k - out_items.shape[1]
-        out_items = torch.nn.functional.pad(out_items, (0, pad), value=-1)
-        out_scores = torch.nn.functional.pad(out_scores, (0, pad), value=NEG)
-    return out_items, out_scores
+    return BeamResult(groups.reshape(B, -1), item_scores, trace)

@@ -24,8 +24,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from glasskit.analysis.run_tables import row_label, seed_table
-from glasskit.config import Config, configure
+from glasskit.config import Config
 from glasskit.errors import GlasskitError
+from glasskit.profiles import configure
 from glasskit.runs import Run, runs_root
 
 METRICS = ("hit@1", "hit@3", "hit@5", "hit@10", "hit@20", "ndcg@3", "ndcg@5", "ndcg@10", "ndcg@20")

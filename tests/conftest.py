@@ -113,7 +113,7 @@ def decode_steps(model, batch: dict, index, beam: int) -> list[tuple[dict, objec
     model.decode_step = spy
     try:
         with torch.no_grad():
-            beam_search(model, batch, index, beam, beam)
+            beam_search(model, batch, index, beam)
     finally:
         del model.decode_step
     return steps

@@ -16,8 +16,8 @@ from glasskit.analysis.streams import (
     stream_shares,
 )
 from glasskit.analysis.trace import decode_trace, user_view
-from glasskit.config import apply_variant
 from glasskit.pipeline import load, model_and_batcher
+from glasskit.profiles import apply_variant
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,7 @@ import torch
 from conftest import decode_steps
 
 import glasskit as gk
-from glasskit import decode
-from glasskit.decode import top_k_items
+from glasskit import ranking
 from glasskit.evaluation import evaluate
 from glasskit.models.dualgr import DualGR
 from glasskit.models.sasrec import SASRec
@@ -96,11 +95,11 @@ def test_sasrec_causal_mask_hides_later_positions():
 def test_ties_break_by_item_index_and_seen_items_leave():
     items = torch.tensor([[5, 2, 9, 7, -1]])
     scores = torch.tensor([[1.0, 1.0, 2.0, 1.0, 5.0]])
-    top, s = top_k_items(items, scores, 4)
+    top, s = ranking.top_k_items(items, scores, 4)
     assert top.tolist() == [[9, 2, 5, 7]] and s[0, 0] == 2.0  # equal scores: lower index first
     seen = torch.zeros(1, 10, dtype=torch.bool)
     seen[0, 9] = True
-    top, _ = top_k_items(items, scores, 5, seen)
+    top, _ = ranking.top_k_items(items, scores, 5, seen)
     assert top.tolist() == [[2, 5, 7, -1, -1]]
 
 
@@ -111,14 +110,13 @@ def test_every_model_ranks_through_the_same_masking_code(model, monkeypatch):
     torch.manual_seed(0)
     net, batcher = model_and_batcher(cfg, ds, table, "cpu")
     calls = []
-    real = decode.top_k_items
+    real = ranking.top_k_items
 
     def spy(items, scores, k, seen=None):
         calls.append(seen is not None)
         return real(items, scores, k, seen)
 
-    monkeypatch.setattr(decode, "top_k_items", spy)
-    monkeypatch.setattr("glasskit.ranking.top_k_items", spy)
+    monkeypatch.setattr(ranking, "top_k_items", spy)
     out = evaluate(net, batcher, "test", cfg, masked=True)
     assert calls and all(calls)  # history masking applied there, for every kind of model
     assert 0 <= out["ndcg@10"] <= out["hit@10"] <= 1

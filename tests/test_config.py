@@ -95,3 +95,43 @@ def test_configs_written_before_per_model_configs_stay_readable(tmp_path):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(legacy))
     with pytest.raises(ConfigError, match="unknown config key 'model.warp_drive' for model tiger"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_one_order_of_precedence_for_the_cli_notebooks_and_python():
+    """Profile, then model, then variant, then explicit values (which win); a variant's codebook
+    resizing divides the first level the config ends with."""
+    from glasskit.cli import _train_config, build_parser
+
+    explicit = {"tokenizer.codebooks": [16, 8, 8], "model.gate": "fixed", "train.epochs": 2}
+    python = gk.configure("smoke", variant="sidtier+shs+cr", **explicit)
+    cli = _train_config(build_parser().parse_args(
+        ["train", "--profile", "smoke", "--variant", "sidtier+shs+cr", "--codebooks", "16,8,8",
+         "--set", "model.gate=fixed", "--epochs", "2"]))
+    assert cli.hash() == python.hash()
+    assert python.tokenizer.codebooks == [4, 8, 8] and python.model.gate == "fixed"
+    off = gk.configure("smoke", variant="tiger", **{"model.hard_search": True})
+    assert off.model.hard_search is True and off.model.sid_tier is False  # explicit beats the row
+    cli_off = _train_config(build_parser().parse_args(
+        ["train", "--profile", "smoke", "--variant", "tiger", "--set", "model.hard_search=true"]))
+    assert cli_off.hash() == off.hash()
+    assert gk.apply_variant(gk.configure("smoke", model="glass"), "sidtier+shs").hash() == \
+        gk.configure("smoke", variant="sidtier+shs").hash()
+
+
+def test_a_model_config_starts_from_its_own_defaults():
+    """GEMs' recent-stream blocks default to 1 (GemsConfig), whatever model the profile started
+    from; smoke's one-layer sizes apply to every model that has the field."""
+    assert gk.configure("quick", model="gems").model.enc_layers == 1
+    assert gk.profile("quick").replace(**{"model.name": "gems"}).model.enc_layers == 1
+    assert gk.profile("quick", **{"model.enc_layers": 3}).replace(
+        **{"model.name": "gems"}).model.enc_layers == 1  # nothing carried over from TIGER
+    smoke = gk.configure("smoke", model="gems")
+    assert smoke.model.enc_layers == smoke.model.dec_layers == 1
+    assert gk.configure("smoke", variant="sidtier+shs").model.dec_layers == 1
+
+
+def test_cli_set_reaches_keys_named_like_arguments():
+    from glasskit.cli import _train_config, build_parser
+
+    cfg = _train_config(build_parser().parse_args(["train", "--profile", "smoke", "--set", "seed=3"]))
+    assert cfg.seed == 3 and cfg.hash() == gk.configure("smoke", seed=3).hash()

@@ -7,6 +7,7 @@ import torch
 from glasskit.decode import beam_search
 from glasskit.errors import GlasskitError
 from glasskit.models.tiger import Tiger
+from glasskit.ranking import rank
 from glasskit.tokenize import PrefixIndex
 
 SIZES = [3, 4, 3]
@@ -41,7 +42,7 @@ def _exact_scores(model, batch, codes):
 def test_beam_search_is_exact_when_the_beam_covers_every_path():
     codes, model, batch = _setup()
     index = PrefixIndex(codes, SIZES)
-    res = beam_search(model, batch, index, beam=len(codes), k=5)
+    res = rank(model, "sid", batch, index, beam=len(codes), k=5)
     exact = _exact_scores(model, batch, codes)
     for b in range(exact.shape[0]):
         top = np.argsort(-exact[b], kind="stable")[:5]
@@ -53,7 +54,7 @@ def test_beam_search_is_exact_when_the_beam_covers_every_path():
 def test_beam_search_returns_only_valid_sids(beam):
     codes, model, batch = _setup(seed=beam)
     index = PrefixIndex(codes, SIZES)
-    res = beam_search(model, batch, index, beam=beam, k=1)
+    res = beam_search(model, batch, index, beam=beam)
     valid = {tuple(c) for c in codes.tolist()}
     for d, kept in enumerate(res.trace):
         assert kept.shape[:2] == (5, beam) and kept.shape[2] == d + 1
@@ -67,10 +68,10 @@ def test_beam_search_returns_only_valid_sids(beam):
 def test_history_mask_removes_seen_items_and_keeps_k():
     codes, model, batch = _setup()
     index = PrefixIndex(codes, SIZES)
-    free = beam_search(model, batch, index, beam=6, k=4)
+    free = rank(model, "sid", batch, index, beam=6, k=4)
     seen = torch.zeros(5, len(codes), dtype=torch.bool)
     seen[torch.arange(5), free.items[:, 0]] = True  # hide each user's top item
-    masked = beam_search(model, batch, index, beam=6, k=4, seen=seen)
+    masked = rank(model, "sid", batch, index, beam=6, k=4, seen=seen)
     assert (masked.items >= 0).all()
     assert not seen.gather(1, masked.items).any()
     assert (masked.items[:, 0] == free.items[:, 1]).all()
@@ -79,7 +80,7 @@ def test_history_mask_removes_seen_items_and_keeps_k():
 def test_beam_smaller_than_k_is_refused():
     codes, model, batch = _setup()
     with pytest.raises(GlasskitError, match=r"beam \(5\) must be at least the largest K \(10\)"):
-        beam_search(model, batch, PrefixIndex(codes, SIZES), beam=5, k=10)
+        rank(model, "sid", batch, PrefixIndex(codes, SIZES), beam=5, k=10)
 
 
 def test_kept_collisions_expand_in_item_order():

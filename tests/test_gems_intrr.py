@@ -118,7 +118,7 @@ def test_intrr_backbone_reads_one_token_per_item(monkeypatch):
     assert lengths and set(lengths) == {cfg.data.short_len}  # not short_len x levels
     assert table.levels > 1
     with torch.no_grad():  # beam search over the RAN alone, constrained to existing SIDs
-        res = beam_search(model, batch, table.index(), 5, 5)
+        res = beam_search(model, batch, table.index(), 5)
         logits = model(batch)
     top = res.trace[0][:, 0, 0]
     assert (top == logits[0].masked_fill(~table.index().first_mask, -1e9).argmax(-1)).all()

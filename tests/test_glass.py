@@ -4,11 +4,12 @@ import torch
 from conftest import decode_steps
 
 import glasskit as gk
-from glasskit.config import apply_variant
 from glasskit.decode import beam_search
 from glasskit.errors import ConfigError
 from glasskit.models.tiger import Tiger
 from glasskit.pipeline import load, model_and_batcher
+from glasskit.profiles import apply_variant
+from glasskit.ranking import rank
 from glasskit.tokenize.sid_tier import sid_tier_counts, tier_index
 
 
@@ -53,7 +54,7 @@ def test_all_switches_off_is_tiger():
     for a, b in zip(glass(batch), tiger(batch)):
         torch.testing.assert_close(a, b)
     index = table.index()
-    ra, rb = (beam_search(x, batch, index, 20, 20) for x in (glass, tiger))
+    ra, rb = (rank(x, "sid", batch, index, 20, 20) for x in (glass, tiger))
     assert torch.equal(ra.items, rb.items)
 
 
@@ -79,7 +80,7 @@ def test_inference_retrieval_follows_each_beams_generated_first_code():
         return out
 
     model.retrieve = spy
-    beam_search(model, batch, table.index(), beam=1, k=1)
+    beam_search(model, batch, table.index(), beam=1)
     assert calls and all(int(k) == other for k, _ in calls)
     pos, pad = calls[0][1]
     got = batch["long_codes"][0][pos[0][~pad[0]]]
@@ -127,7 +128,7 @@ def test_empty_retrieval_is_finite_and_gates_lie_in_unit_interval():
         assert (lay["gate"][:, 0] == 0).all() and (lay["gate"][:, 1:] > 0).any()  # BOS: no key
         assert (lay["ret_norm"][:, 0] == 0).all()
     model.inspect = []
-    res = beam_search(model, batch, table.index(), 20, 20)
+    res = rank(model, "sid", batch, table.index(), 20, 20)
     assert torch.isfinite(res.scores[res.items >= 0]).all()
     passes = [rec for rec in model.inspect if "ret_len" in rec]
     assert len(passes) == table.levels - 1  # every step after the first reads a retrieval

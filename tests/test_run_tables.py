@@ -4,8 +4,8 @@ import pytest
 import glasskit as gk
 from glasskit.analysis.run_tables import markdown, seed_table
 from glasskit.cli import main
-from glasskit.config import apply_variant
 from glasskit.errors import GlasskitError
+from glasskit.profiles import apply_variant
 from glasskit.runs import create_run
 
 

@@ -21,6 +21,7 @@ LAYERS = [
     {"errors"},
     {"io", "device", "models"},
     {"config"},
+    {"profiles"},
     {"data", "tokenize", "runs", "notebook"},
     {"batching", "decode"},
     {"pipeline", "ranking", "metrics"},

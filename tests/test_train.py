@@ -115,8 +115,8 @@ def test_evaluation_ranks_in_fp32_whatever_the_training_autocast(tmp_path):
     the heads project in fp32 even inside an autocast region."""
     import torch
 
-    from glasskit.config import apply_variant
     from glasskit.evaluation import evaluate, load_run_model
+    from glasskit.profiles import apply_variant
 
     cfg = apply_variant(gk.profile("smoke", **{"train.amp": "bf16", "train.epochs": 2}),
                         "sidtier+shs")

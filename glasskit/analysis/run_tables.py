@@ -7,8 +7,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from glasskit.config import Config, apply_variant, model_names, profile
+from glasskit.config import Config, model_names
 from glasskit.errors import GlasskitError
+from glasskit.profiles import apply_variant, profile
 from glasskit.runs import Run, flatten
 
 

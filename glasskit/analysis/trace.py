@@ -80,7 +80,7 @@ def decode_trace(model, batcher: Batcher, index: PrefixIndex, split: str = "test
             idx = samples[start:start + batch_size]
             batch = batcher.batch(split, idx)
             records.clear()
-            res = beam_search(model, batch, index, beam, min(beam, 20))
+            res = beam_search(model, batch, index, beam)
             B = len(idx)
             for rec in records:
                 level = rec["start"]
@@ -149,7 +149,7 @@ def user_view(model, batcher: Batcher, index: PrefixIndex, sample: int, texts: l
     layers)."""
     with inspecting(model, batcher) as records:
         batch = batcher.batch(split, np.array([sample]))
-        res = beam_search(model, batch, index, beam, min(beam, 20))
+        res = beam_search(model, batch, index, beam)
         recs = [rec for rec in records if rec["start"] == level]
     short = batch["short_items"][0].cpu().numpy()
     target = int(batch["target_item"][0])
