@@ -39,7 +39,7 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
         cfg.tokenizer = TokenizerConfig(codebooks=[8, 8, 8], hidden=[32], latent=8, epochs=150,
                                         batch_size=256, neighbours=2)
         cfg.model = ModelConfig(d_model=32, heads=2, head_dim=16, ff=64)
-        per_model = {}
+        per_model = {"gems": {"model.stages": [1, 1]}}  # stage 3, the evaluated one, at epoch 3
         # fp32: bf16 does not pay at this size, and the smoke report should not take another
         # code path on CPUs with bf16
         cfg.train = TrainConfig(epochs=3, batch_size=128, warmup_steps=10, patience=2, amp="off")

@@ -149,6 +149,12 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
             "target, and each target needs an earlier item as input); use data with longer "
             "histories")
     n_train = len(ds.splits[train_split]) // world
+    final_stage = model.final_stage_epoch() if isinstance(model, StagedTraining) else 0
+    if final_stage >= cfg.train.epochs:
+        raise GlasskitError(
+            f"{cfg.model.name}: its final training stage (whose checkpoints are the ones evaluated) "
+            f"begins at epoch {final_stage + 1}, but train.epochs is {cfg.train.epochs}: raise "
+            f"train.epochs, shorten model.stages, or set model.evaluate_any_stage=true")
     steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
     total = steps_per_epoch * cfg.train.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -207,7 +213,9 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
             state["history"].append(record)
             score = valid["ndcg@10"]
             state["epoch"] = epoch + 1
-            if score > state["best"]:
+            if epoch < final_stage:  # an earlier training stage: never evaluated, never stops
+                pass
+            elif score > state["best"]:
                 state["best"], state["bad"] = score, 0
                 save_checkpoint(run.path / "best.pt", checkpoint_state(model, opt, sched, state, cfg,
                                                                        ds.fingerprint))
@@ -233,11 +241,13 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
             print(_stop_reason(state, cfg), flush=True)
         final = load_checkpoint(run.path / "best.pt", cfg, device, ds.fingerprint)
         model.load_state_dict(final["model"])
+        best_epoch = final["state"]["epoch"] - final["state"]["bad"]
         metrics = final_metrics(model, batcher, cfg, ds)
         run.log_metrics(**metrics, history=state["history"], epochs_run=state["epoch"],
                         train_seconds=state["seconds"], world_size=world,
                         device=str(device), train_precision=train_precision(device, cfg.train.amp),
-                        best_epoch=final["state"]["epoch"] - final["state"]["bad"])
+                        best_epoch=best_epoch, **({"best_stage": model.stage_at(best_epoch - 1)}
+                                                  if isinstance(model, StagedTraining) else {}))
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

@@ -178,3 +178,80 @@ def test_gems_cached_decoding_equals_decoding_the_whole_prefix(variant):
     with torch.no_grad():
         for state, prefix, logits in steps:
             torch.testing.assert_close(logits, model.step_logits(state, prefix), atol=2e-5, rtol=1e-5)
+
+
+def test_gems_evaluates_a_stage_3_checkpoint_and_stops_only_within_stage_3(tmp_path):
+    """gems.md §3.4: the indexer's top-k attention is what GEMs deploys, so the evaluated
+    checkpoint is a stage-3 one and early stopping counts from stage 3 on (issue 19, 1)."""
+    from glasskit.errors import GlasskitError
+    from glasskit.train import train
+
+    cfg = gk.configure("smoke", model="gems", **{"model.stages": [1, 1], "train.epochs": 4,
+                                                 "train.patience": 1})
+    m = train(cfg, out=tmp_path / "staged", progress=False).metrics()
+    assert m["best_stage"] == 3 and m["best_epoch"] >= 3 and m["epochs_run"] >= 3
+    short = gk.configure("smoke", model="gems", **{"model.stages": [2, 2]})
+    with pytest.raises(GlasskitError, match=r"final training stage .* begins at epoch 5, but "
+                                            r"train.epochs is 3"):
+        train(short, out=tmp_path / "short", progress=False)
+    assert not (tmp_path / "short" / "best.pt").exists()
+    anyway = short.replace(**{"model.evaluate_any_stage": True})
+    assert train(anyway, out=tmp_path / "any", progress=False).metrics()["best_stage"] in (1, 2)
+
+
+def test_gems_empty_streams_give_finite_outputs_and_no_gradient_from_nothing():
+    """A sample whose history never reaches the mid-term or lifecycle stream attends over a fully
+    padded memory: the loss and every gradient stay finite in all three stages, and when no
+    sample has a stream, that stream's decoder cross-attention receives no gradient at all
+    (issue 19, 5)."""
+    cfg = gk.configure("smoke", model="gems")
+    ds, table = load(cfg)
+    torch.manual_seed(0)
+    model, batcher = model_and_batcher(cfg, ds, table, "cpu")
+    batch = batcher.batch("train", np.arange(16))
+    hist = batch["hist"].clone()
+    recent = cfg.data.short_len
+    hist[:8, : hist.shape[1] - recent] = -1  # half the samples: the recent stream only
+    model.train()
+    for epoch in (0, 1, 2):  # stages 1, 2 and 3 on smoke
+        model.set_epoch(epoch)
+        for b in ({**batch, "hist": hist}, {**batch, "hist": hist[:8]}):
+            b = {k: v[: len(b["hist"])] if torch.is_tensor(v) and len(v) == 16 else v
+                 for k, v in b.items()}
+            model.zero_grad()
+            loss = model(b, loss=True)
+            assert torch.isfinite(loss)
+            loss.backward()
+            grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+            assert all(torch.isfinite(g).all() for g in grads.values()), epoch
+    # the last batch had no sample with a mid-term or lifecycle stream
+    for name, g in grads.items():
+        if ".cross.mid." in name or ".cross.lifecycle." in name:
+            assert not g.any(), name
+
+
+def test_gems_residual_stream_sum_counts_the_residual_once():
+    """eq. 11 as written, Σ_s D_s*, equals the residual form D′ + Σ_s (D_s* − D′) plus (S − 1)
+    copies of D′; with one stream the two forms agree (issue 19, 4)."""
+    torch.manual_seed(0)
+    streams = ["recent", "mid", "lifecycle"]
+    literal = GemsDecoderLayer(16, 2, 8, 32, 0.0, streams, gate=False)
+    residual = GemsDecoderLayer(16, 2, 8, 32, 0.0, streams, gate=False, residual=True)
+    residual.load_state_dict(literal.state_dict())
+    x = torch.randn(3, 2, 16)
+    mem = {s: torch.randn(3, 5, 16) for s in streams}
+    ctx = {"kv": {s: literal.cross[s].keys_values(mem[s]) for s in streams},
+           "mask": {s: None for s in streams}, "has": {s: torch.ones(3, dtype=torch.bool) for s in streams},
+           "segments": {}}
+    h = literal.self_block(x)
+    gap = literal(x, ctx) - residual(x, ctx)
+    torch.testing.assert_close(gap, 2 * h, rtol=1e-5, atol=1e-5)
+    single = GemsDecoderLayer(16, 2, 8, 32, 0.0, ["recent"], gate=False)
+    single_res = GemsDecoderLayer(16, 2, 8, 32, 0.0, ["recent"], gate=False, residual=True)
+    single_res.load_state_dict(single.state_dict())
+    one = {k: {"recent": v["recent"]} if isinstance(v, dict) and "recent" in v else v
+           for k, v in ctx.items()}
+    one["kv"] = {"recent": single.cross["recent"].keys_values(mem["recent"])}
+    torch.testing.assert_close(single(x, one), single_res(x, one))
+    cfg = gk.configure("smoke", model="gems", **{"model.stream_sum": "residual"})
+    assert all(layer.residual for layer in model_and_batcher(cfg, *load(cfg), "cpu")[0].decoder)

@@ -19,10 +19,12 @@
   embedding (weight ``recon_weight``); a self-attention block over the compressed vectors.
 - Decoder (eq. 9-11): causal self-attention over BOS + SID prefix, then per stream a
   cross-attention and an FFN with residuals, fused by the parameter-free sum
-  D = Σ_s D_s*. ``fusion`` switches to the alternatives of §4.5: (a) ``concat_tokens``, all
-  streams' tokens in one encoder and one cross-attention; (b) ``concat_memory``, separate
-  encoders, one cross-attention over their concatenated outputs; (c) ``gate``, (d)'s streams
-  weighted by a learned softmax gate over streams.
+  D = Σ_s D_s*, which counts the residual D′ once per stream, so the stream ablations differ
+  in residual scale as well as content; ``stream_sum: residual`` gives D′ + Σ_s (D_s* − D′)
+  instead, the same residual whatever the streams. ``fusion`` switches to the alternatives of
+  §4.5: (a) ``concat_tokens``, all streams' tokens in one encoder and one cross-attention;
+  (b) ``concat_memory``, separate encoders, one cross-attention over their concatenated
+  outputs; (c) ``gate``, (d)'s streams weighted by a learned softmax gate over streams.
 - ``streams`` ablates streams (gems.md Table 3).
 
 Shapes: B samples, U kept history, L levels, N decoder rows (B·beams), d width.
@@ -63,11 +65,15 @@ class GemsConfig:
     indexer_heads: int = 1  # H_indexer << heads
     top_k: int = 32  # keys per query in stage 3; 0: brute-force full attention
     stages: list[int] = field(default_factory=lambda: [2, 2])  # epochs of stages 1 and 2
+    # the evaluated checkpoint is a stage-3 one (the top-k attention the paper deploys); true
+    # lets any stage's best checkpoint be evaluated (and a run end before stage 3)
+    evaluate_any_stage: bool = False
     indexer_weight: float = 1.0  # λ of eq. 13 from stage 2
     kl_queries: int = 16  # queries per sample whose attention the indexer is fitted to
     memory: int = 8  # compressed lifecycle vectors
     recon_weight: float = 0.1
     fusion: str = "sum"
+    stream_sum: str = "literal"  # "literal": Σ_s D_s* (eq. 11); "residual": D′ + Σ_s (D_s* − D′)
     streams: list[str] = field(default_factory=lambda: list(STREAMS))
 
     def validate(self) -> None:
@@ -88,6 +94,8 @@ class GemsConfig:
         for name in ("indexer_weight", "recon_weight"):
             if not (isinstance(getattr(self, name), float | int) and getattr(self, name) >= 0):
                 raise ConfigError(f"model.{name} must be non-negative, got {getattr(self, name)!r}")
+        if self.stream_sum not in ("literal", "residual"):
+            raise ConfigError(f"model.stream_sum must be literal or residual, got {self.stream_sum!r}")
         if self.fusion not in FUSIONS:
             raise ConfigError(f"model.fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if not self.streams or any(s not in STREAMS for s in self.streams) or "recent" not in self.streams:
@@ -236,9 +244,9 @@ class GemsDecoderLayer(CausalSelfBlock, nn.Module):
     by the parameter-free sum (eq. 10-11) or a learned gate over streams (§4.5 c)."""
 
     def __init__(self, d: int, heads: int, head_dim: int, ff: int, dropout: float,
-                 streams: list[str], gate: bool):
+                 streams: list[str], gate: bool, residual: bool = False):
         super().__init__()
-        self.streams = list(streams)
+        self.streams, self.residual = list(streams), residual
         self.ln_self = nn.LayerNorm(d)
         self.self_attn = Attention(d, heads, head_dim)
         self.ln_cross = nn.ModuleDict({s: nn.LayerNorm(d) for s in streams})
@@ -264,7 +272,9 @@ class GemsDecoderLayer(CausalSelfBlock, nn.Module):
                 if s in ctx["segments"]:  # one memory holding every stream: mass on each
                     seg = F.one_hot(ctx["segments"][s], len(STREAMS)).to(w.dtype)  # (S, 3)
                     rec["mass"] = w.mean(1) @ seg  # (N, T, 3)
-        if self.gate is None:
+        if self.gate is None and self.residual:  # D′ + Σ_s (D_s* − D′)
+            out = x + torch.stack(parts).sum(0) - len(parts) * x
+        elif self.gate is None:
             out = torch.stack(parts).sum(0)  # eq. 11: no parameters
         else:
             g = self.gate(x).softmax(-1)  # (N, T, S)
@@ -282,7 +292,8 @@ class Gems(SidDecoder):
                  enc_layers: int = 1, mid_layers: int = 1, dec_layers: int = 2, dropout: float = 0.1,
                  indexer_heads: int = 1, top_k: int = 32, stages: tuple[int, int] = (2, 2),
                  indexer_weight: float = 1.0, kl_queries: int = 16, memory: int = 8,
-                 recon_weight: float = 0.1, fusion: str = "sum", streams: tuple[str, ...] = STREAMS):
+                 recon_weight: float = 0.1, fusion: str = "sum", streams: tuple[str, ...] = STREAMS,
+                 evaluate_any_stage: bool = False, stream_sum: str = "literal"):
         super().__init__()
         if not recent_len < lifecycle_from < history:
             raise ConfigError(f"GEMs needs recent_len ({recent_len}) < lifecycle_from "
@@ -291,6 +302,7 @@ class Gems(SidDecoder):
         self.sizes, self.levels, self.d = list(sizes), len(sizes), d
         self.recent_len, self.lifecycle_from, self.history = recent_len, lifecycle_from, history
         self.top_k, self.stage_epochs = top_k, tuple(stages)
+        self.evaluate_any_stage = evaluate_any_stage
         self.indexer_weight, self.recon_weight = indexer_weight, recon_weight
         self.fusion, self.streams = fusion, [s for s in STREAMS if s in streams]
         self.register_buffer("stage", torch.tensor(1))  # saved with checkpoints
@@ -307,7 +319,8 @@ class Gems(SidDecoder):
         self.enc_norm = nn.ModuleDict({s: nn.LayerNorm(d) for s in self.streams})
         dec_streams = ["all"] if fusion in ("concat_memory", "concat_tokens") else self.streams
         self.decoder = nn.ModuleList(GemsDecoderLayer(d, heads, head_dim, ff, dropout, dec_streams,
-                                                      gate=fusion == "gate")
+                                                      gate=fusion == "gate",
+                                                      residual=stream_sum == "residual")
                                      for _ in range(dec_layers))
         self.bos = nn.Parameter(torch.randn(d) * 0.02)
         self.dec_pos = nn.Embedding(len(sizes), d)
@@ -332,12 +345,20 @@ class Gems(SidDecoder):
         return cls(sizes, recent, life, cls.history(cfg), m.d_model, m.heads, m.head_dim, m.ff,
                    m.enc_layers, m.mid_layers, m.dec_layers, m.dropout, m.indexer_heads, m.top_k,
                    m.stages, m.indexer_weight, m.kl_queries, m.memory, m.recon_weight, m.fusion,
-                   m.streams)
+                   m.streams, m.evaluate_any_stage, m.stream_sum)
 
-    def set_epoch(self, epoch: int) -> None:
+    def stage_at(self, epoch: int) -> int:
         """The training stage of §3.4 for a 0-based epoch."""
         s1, s2 = self.stage_epochs
-        self.stage.fill_(1 if epoch < s1 else 2 if epoch < s1 + s2 else 3)
+        return 1 if epoch < s1 else 2 if epoch < s1 + s2 else 3
+
+    def set_epoch(self, epoch: int) -> None:
+        self.stage.fill_(self.stage_at(epoch))
+
+    def final_stage_epoch(self) -> int:
+        """The first 0-based epoch whose checkpoint may be evaluated: stage 3's, so that a
+        reported GEMs row uses its indexer (``evaluate_any_stage``: 0)."""
+        return 0 if self.evaluate_any_stage else sum(self.stage_epochs)
 
     # -- encoders -------------------------------------------------------------------------------
     def encode(self, batch: dict[str, torch.Tensor]) -> dict:

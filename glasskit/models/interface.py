@@ -63,9 +63,16 @@ class TrainsOnWindows(Protocol):
 
 @runtime_checkable
 class StagedTraining(Protocol):
-    """Changes what it trains with the epoch (GEMs' indexer stages, gems.md §3.4)."""
+    """Changes what it trains with the epoch (GEMs' indexer stages, gems.md §3.4). Only the
+    final stage's checkpoints are candidates for evaluation, and early stopping counts from
+    that stage on."""
 
     def set_epoch(self, epoch: int) -> None: ...
+
+    def stage_at(self, epoch: int) -> int: ...
+
+    def final_stage_epoch(self) -> int:
+        """The first 0-based epoch whose checkpoint may be evaluated."""
 
 
 @runtime_checkable
