@@ -255,3 +255,41 @@ def test_gems_residual_stream_sum_counts_the_residual_once():
     torch.testing.assert_close(single(x, one), single_res(x, one))
     cfg = gk.configure("smoke", model="gems", **{"model.stream_sum": "residual"})
     assert all(layer.residual for layer in model_and_batcher(cfg, *load(cfg), "cpu")[0].decoder)
+
+
+@pytest.mark.parametrize("variant", ["no-user-tf", "no-aln", "no-redistribution", "no-shared-ran"])
+def test_intrr_table_4_rows_switch_what_they_name(variant):
+    """intrr.md Table 4 as registered rows (issue 19, 7): each changes exactly its component."""
+    cfg = gk.configure("smoke", variant=variant)
+    assert cfg.model.name == "intrr" and cfg.model.variant == variant
+    ds, table = load(cfg)
+    torch.manual_seed(0)
+    model, batcher = model_and_batcher(cfg, ds, table, "cpu")
+    base_cfg = gk.configure("smoke", model="intrr")
+    torch.manual_seed(0)
+    base, _ = model_and_batcher(base_cfg, ds, table, "cpu")
+    batch = batcher.batch("train", np.arange(8))
+    model.eval()
+    base.eval()
+    e, _ = model.item_side()
+    e_base, _ = base.item_side()
+    if variant == "no-redistribution":  # E_i is the lookup of the item's SID path
+        lookup = sum(model.ran.codebooks[m][model.item_codes[:, m]] for m in range(model.levels))
+        torch.testing.assert_close(e, lookup)
+    else:
+        torch.testing.assert_close(e, e_base)
+    if variant == "no-shared-ran":
+        assert model.user_ran is not model.ran
+        assert any(k.startswith("separate_ran.") for k in model.state_dict())
+    else:
+        assert model.user_ran is model.ran
+        assert set(model.state_dict()) == set(base.state_dict())  # same weights, same keys
+    with torch.no_grad():
+        loss, loss_base = model(batch, loss=True), base(batch, loss=True)
+    if variant == "no-aln":
+        assert model.align_weight == 0 and loss < loss_base
+    elif variant == "no-user-tf":  # levels after the first see predicted, not gold, contexts
+        lg, lg_base = model(batch), base(batch)
+        torch.testing.assert_close(lg[0], lg_base[0])
+        assert not torch.allclose(lg[1], lg_base[1])
+    assert torch.isfinite(loss)

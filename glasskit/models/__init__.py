@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from glasskit.models.dualgr import DUALGR_VARIANTS, DualGR, DualgrConfig
 from glasskit.models.gems import GEMS_VARIANTS, Gems, GemsConfig
 from glasskit.models.glass import GLASS_VARIANTS, Glass, GlassConfig
-from glasskit.models.intrr import IntRR, IntrrConfig
+from glasskit.models.intrr import INTRR_VARIANTS, IntRR, IntrrConfig
 from glasskit.models.sasrec import SASRec, SasrecConfig
 from glasskit.models.tiger import Tiger, TigerConfig
 
@@ -33,7 +33,7 @@ REGISTRY: dict[str, Entry] = {
     "sasrec": Entry(SASRec, SasrecConfig, kind="id"),
     "dualgr": Entry(DualGR, DualgrConfig, DUALGR_VARIANTS),
     "gems": Entry(Gems, GemsConfig, GEMS_VARIANTS),
-    "intrr": Entry(IntRR, IntrrConfig),
+    "intrr": Entry(IntRR, IntrrConfig, INTRR_VARIANTS),
 }
 
 

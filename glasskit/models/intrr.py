@@ -15,6 +15,10 @@ the user side, so that the backbone reads one token per item instead of L flatte
   RAN alone (constrained to existing SIDs): level l's logits depend only on h_u and the beam's
   codes so far.
 
+Ablation rows (intrr.md Table 4): ``no-user-tf`` (the user side decodes in redistribution mode
+during training too), ``no-aln`` (λ = 0), ``no-redistribution`` (the item side looks up its SID
+path: E_i = Σ_l V_l(c_l)), ``no-shared-ran`` (separate RANs for the item and the user side).
+
 Shapes: B batch, S history items, L levels, d width, V catalogue size.
 """
 
@@ -34,6 +38,9 @@ class IntrrConfig:
     layers: int = 2  # backbone blocks (intrr.md §4.1: 4)
     max_len: int | None = None  # history items read; None: data.short_len (the SID models' window)
     align_weight: float = 0.1  # λ of eq. 11 (intrr.md §4.1: 0.1)
+    user_tf: bool = True  # user side trained with teacher forcing (ground-truth context z_<l)
+    redistribution: bool = True  # item side in redistribution mode (else a lookup of its SID path)
+    shared_ran: bool = True  # one RAN for both sides (else an independent one for the user side)
 
     def validate(self) -> None:
         if not isinstance(self.layers, int) or self.layers < 1:
@@ -42,6 +49,14 @@ class IntrrConfig:
             raise ConfigError(f"model.max_len must be a positive integer or null, got {self.max_len!r}")
         if not (isinstance(self.align_weight, float | int) and self.align_weight >= 0):
             raise ConfigError(f"model.align_weight must be non-negative, got {self.align_weight!r}")
+
+
+INTRR_VARIANTS: dict[str, dict] = {
+    "no-user-tf": {"model.user_tf": False},
+    "no-aln": {"model.align_weight": 0.0},
+    "no-redistribution": {"model.redistribution": False},
+    "no-shared-ran": {"model.shared_ran": False},
+}
 
 
 class RAN(nn.Module):
@@ -89,10 +104,11 @@ class RAN(nn.Module):
 class IntRR(nn.Module):
     def __init__(self, sizes: list[int], item_codes: torch.Tensor, max_len: int, d: int = 64,
                  heads: int = 4, head_dim: int = 16, ff: int = 128, layers: int = 2,
-                 dropout: float = 0.1, attn_dropout: float = 0.0, align_weight: float = 0.1):
+                 dropout: float = 0.1, attn_dropout: float = 0.0, align_weight: float = 0.1,
+                 user_tf: bool = True, redistribution: bool = True, shared_ran: bool = True):
         super().__init__()
         self.sizes, self.levels, self.max_len, self.d = list(sizes), len(sizes), max_len, d
-        self.align_weight = align_weight
+        self.align_weight, self.user_tf, self.redistribution = align_weight, user_tf, redistribution
         self.register_buffer("item_codes", item_codes, persistent=False)  # (V, L) static SIDs
         self.uid = nn.Embedding(len(item_codes), d)  # e_uid: the collaborative guidance
         nn.init.normal_(self.uid.weight, std=d ** -0.5)
@@ -102,6 +118,12 @@ class IntRR(nn.Module):
                                       for _ in range(layers))
         self.norm = nn.LayerNorm(d)
         self.drop = Dropout(dropout)
+        self.separate_ran = None if shared_ran else RAN(sizes, d)  # w/o Shared RAN: the user side's
+
+    @property
+    def user_ran(self) -> RAN:
+        """The RAN the user side decodes with: the shared one, unless ``shared_ran`` is off."""
+        return self.ran if self.separate_ran is None else self.separate_ran
 
     @classmethod
     def needs(cls, cfg) -> set[str]:
@@ -115,11 +137,13 @@ class IntRR(nn.Module):
     def from_config(cls, cfg, sizes: list[int], n_items: int, inputs: dict) -> IntRR:
         m = cfg.model
         return cls(sizes, inputs["item_codes"], cls.window(cfg), m.d_model, m.heads, m.head_dim,
-                   m.ff, m.layers, m.dropout, m.attn_dropout, m.align_weight)
+                   m.ff, m.layers, m.dropout, m.attn_dropout, m.align_weight, m.user_tf,
+                   m.redistribution, m.shared_ran)
 
     def item_side(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Eq. 7: E_i for every catalogue item (V, d), and the RAN's logits per level."""
-        logits, e = self.ran.run(self.uid.weight)
+        """Eq. 7: E_i for every catalogue item (V, d), and the RAN's logits per level (without
+        redistribution: E_i is the lookup of the item's SID path)."""
+        logits, e = self.ran.run(self.uid.weight, None if self.redistribution else self.item_codes)
         return e, logits
 
     def encode(self, batch: dict[str, torch.Tensor]) -> dict:
@@ -139,7 +163,7 @@ class IntRR(nn.Module):
         """Teacher-forced logits of every level [(B, K_l)] (eq. 10), or with ``loss`` eq. 11."""
         state = self.encode(batch)
         target = batch["target"]
-        logits, _ = self.ran.run(state["h"], target)
+        logits, _ = self.user_ran.run(state["h"], target if self.user_tf else None)
         if not loss:
             return logits
         return (sid_loss(logits, target)
@@ -157,7 +181,8 @@ class IntRR(nn.Module):
         level, N = prefix.shape[1], prefix.shape[0]
         h = state["h"]
         x = h.repeat_interleave(N // h.shape[0], 0)
-        return self.ran.logits(self.ran.hidden(x, self.ran.context(prefix, x.dtype), level), level)
+        ran = self.user_ran
+        return ran.logits(ran.hidden(x, ran.context(prefix, x.dtype), level), level)
 
     step_logits = decode_step
 
