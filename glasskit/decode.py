@@ -29,6 +29,7 @@ class BeamResult:
     items: torch.Tensor  # (B, beam·G) the kept beams' items, unordered candidates; -1 = none
     scores: torch.Tensor  # (B, beam·G) log-probability of each candidate's SID
     trace: list[torch.Tensor]  # trace[d]: (B, beam, d+1) prefixes kept at depth d+1, -1 = empty
+    trace_scores: list[torch.Tensor]  # trace_scores[d]: (B, beam) their log-probabilities, best first
 
 
 def _seen_at_last_level(index: PrefixIndex, prefix: torch.Tensor, seen: torch.Tensor,
@@ -55,6 +56,7 @@ def beam_search(model, batch: dict[str, torch.Tensor], index: PrefixIndex, beam:
     prefix = torch.zeros(B, 1, 0, dtype=torch.long, device=dev)  # (B, beams, l)
     scores = torch.zeros(B, 1, device=dev)
     trace: list[torch.Tensor] = []
+    trace_scores: list[torch.Tensor] = []
     for level in range(levels):
         n_beams = prefix.shape[1]
         flat = prefix.reshape(B * n_beams, level)
@@ -74,6 +76,7 @@ def beam_search(model, batch: dict[str, torch.Tensor], index: PrefixIndex, beam:
         prefix = torch.cat([prefix.gather(1, parent[..., None].expand(-1, -1, level)),
                             code[..., None]], 2)
         trace.append(torch.where(torch.isfinite(scores)[..., None], prefix, -1))
+        trace_scores.append(scores)
         if level < levels - 1:
             rows = (torch.arange(B, device=dev)[:, None] * n_beams + parent).reshape(-1)
             state = model.select(state, rows)
@@ -81,4 +84,4 @@ def beam_search(model, batch: dict[str, torch.Tensor], index: PrefixIndex, beam:
     groups = index.expand(prefix)  # (B, beam, G)
     G = groups.shape[-1]
     item_scores = scores[..., None].expand(-1, -1, G).reshape(B, -1)
-    return BeamResult(groups.reshape(B, -1), item_scores, trace)
+    return BeamResult(groups.reshape(B, -1), item_scores, trace, trace_scores)

@@ -25,7 +25,7 @@ from glasskit.metrics import (
     ranking_metrics,
 )
 from glasskit.pipeline import load, model_and_batcher
-from glasskit.ranking import greedy_codes, rank
+from glasskit.ranking import greedy_codes, rank, teacher_forced_codes
 from glasskit.runs import Run, load_checkpoint
 from glasskit.tokenize import SidTable
 
@@ -43,7 +43,9 @@ def evaluate(model, batcher: Batcher, split: str, cfg: Config, masked: bool,
              full: bool = False) -> dict[str, Any]:
     """Rank the catalogue for every sample of ``split`` (glasskit.ranking: beam search for SID
     models, every item for ID models; always fp32). ``full`` adds, for SID models, acc_i, P_i,
-    CRP and hierarchical recall."""
+    CRP and hierarchical recall. None of them reads the target beyond teacher forcing: for a
+    model with several branches (DualGR) they follow the merged ranking (glasskit.ranking:
+    merged beams, the best-scoring greedy path, each code's best probability over branches)."""
     was_training = model.training
     model.eval()
     t = cfg.train
@@ -62,8 +64,7 @@ def evaluate(model, batcher: Batcher, split: str, cfg: Config, masked: bool,
         if full:
             beams.append([b.cpu().numpy() for b in res.trace])
             greedy.append(greedy_codes(model, batch, index).cpu().numpy())
-            logits = model(batch)
-            argmax.append(torch.stack([lg.argmax(-1) for lg in logits], 1).cpu().numpy())
+            argmax.append(teacher_forced_codes(model, batch).cpu().numpy())
             gold.append(batch["target"].cpu().numpy())
     out: dict[str, Any] = ranking_metrics(np.concatenate(ranked), np.concatenate(targets),
                                           tuple(t.ks))

@@ -50,8 +50,13 @@ def model_and_batcher(cfg: Config, ds: Dataset, table: SidTable, device):
 
     if torch.device(device).type == "cpu":
         tune_cpu_allocator()
+    from glasskit.models.interface import ChecksData
+
     m = cfg.model
-    needs = REGISTRY[m.name].model.needs(cfg)
+    cls = REGISTRY[m.name].model
+    if issubclass(cls, ChecksData):
+        cls.check_data(cfg, ds)
+    needs = cls.needs(cfg)
     inputs, tier = {}, None
     if "tier" in needs:
         emb = ds.embeddings()
@@ -64,7 +69,6 @@ def model_and_batcher(cfg: Config, ds: Dataset, table: SidTable, device):
         inputs["first_codes"] = torch.as_tensor(table.first)
     if "item_codes" in needs:
         inputs["item_codes"] = torch.as_tensor(table.codes)
-    cls = REGISTRY[m.name].model
     model = build_model(cfg, table.sizes, ds.seqs.n_items, inputs).to(device)
     batcher = Batcher(ds, table, device, long="long" in needs, tier=tier,
                       items=cls.window(cfg) if "items" in needs else None,

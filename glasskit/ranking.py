@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from glasskit.decode import NEG, beam_search
+from glasskit.decode import NEG, BeamResult, beam_search
 from glasskit.errors import GlasskitError
 from glasskit.models.interface import MultiBranch
 from glasskit.tokenize import PrefixIndex
@@ -35,15 +35,12 @@ def rank(model, kind: str, batch: dict[str, torch.Tensor], index: PrefixIndex | 
     if kind == "sid" and beam < k:
         raise GlasskitError(f"beam ({beam}) must be at least the largest K ({k})")
     if kind == "sid":
-        branches = model.branches if isinstance(model, MultiBranch) else ()
-        if len(branches) <= 1:
-            res = beam_search(model, batch, index, beam, seen=seen)
-            top, top_scores = top_k_items(res.items, res.scores, k, seen)
-            return Ranking(top, top_scores, res.trace)
+        results = [beam_search(model, b, index, beam, seen=seen) for b in branch_batches(model, batch)]
+        if len(results) == 1:
+            top, top_scores = top_k_items(results[0].items, results[0].scores, k, seen)
+            return Ranking(top, top_scores, results[0].trace)
         # several decoding branches (DualGR's long and short windows): merge their candidates,
-        # an item keeping its best score; CRP is read from the first branch
-        results = [beam_search(model, {**batch, "branch": b}, index, beam, seen=seen)
-                   for b in branches]
+        # an item keeping its best score, and their beams the same way (merged_trace)
         items = torch.cat([r.items for r in results], 1)
         scores = torch.cat([r.scores for r in results], 1)
         dense = torch.full((items.shape[0], len(index.full_items)), float("-inf"),
@@ -52,18 +49,60 @@ def rank(model, kind: str, batch: dict[str, torch.Tensor], index: PrefixIndex | 
         dense.scatter_reduce_(1, items.clamp_min(0), torch.where(ok, scores, float("-inf")), "amax")
         catalogue = torch.arange(dense.shape[1], device=dense.device).expand_as(dense)
         top, top_scores = top_k_items(catalogue, dense, k, seen)
-        return Ranking(top, top_scores, results[0].trace)
+        return Ranking(top, top_scores, merged_trace(results, beam))
     scores = model.score_items(batch).float()  # (B, n_items)
     items = torch.arange(scores.shape[1], device=scores.device).expand_as(scores)
     top, top_scores = top_k_items(items, scores, k, seen)
     return Ranking(top, top_scores)
 
 
+def branch_batches(model, batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """The batch once per decoding branch (``batch["branch"]`` set), or once for a model
+    without several."""
+    branches = model.branches if isinstance(model, MultiBranch) else ()
+    if len(branches) <= 1:
+        return [batch]
+    return [{**batch, "branch": b} for b in branches]
+
+
+def merged_trace(results: list[BeamResult], beam: int) -> list[torch.Tensor]:
+    """The beams of several branches merged depth by depth as the ranking merges items: the
+    ``beam`` best distinct prefixes over all branches, each keeping its best log-probability,
+    best first (-1 rows where fewer exist). What CRP, hierarchical recall and P_i read for a
+    model with several branches."""
+    out = []
+    for d in range(len(results[0].trace)):
+        prefix = torch.cat([r.trace[d] for r in results], 1)  # (B, C, d+1)
+        score = torch.cat([r.trace_scores[d] for r in results], 1)  # (B, C)
+        score = torch.where(prefix[..., 0] >= 0, score, NEG)
+        C = prefix.shape[1]
+        same = (prefix[:, :, None, :] == prefix[:, None, :, :]).all(-1)  # (B, C, C)
+        pos = torch.arange(C, device=prefix.device)
+        ahead = (score[:, None, :] > score[:, :, None]) | (
+            (score[:, None, :] == score[:, :, None]) & (pos[None, None, :] < pos[None, :, None]))
+        score = score.masked_fill((same & ahead).any(-1), NEG)  # a copy with a better score exists
+        score, idx = score.topk(min(beam, C), dim=1)
+        kept = prefix.gather(1, idx[..., None].expand(-1, -1, d + 1))
+        out.append(torch.where(torch.isfinite(score)[..., None], kept, -1))
+    return out
+
+
 @torch.no_grad()
 def greedy_codes(model, batch: dict[str, torch.Tensor], index: PrefixIndex) -> torch.Tensor:
     """(B, L) the codes top-1 decoding picks level by level among valid prefixes (the P_i
-    chain of GLASS §5.3): the same constrained search at beam 1."""
-    return beam_search(model, batch, index, 1).trace[-1][:, 0]
+    chain of GLASS §5.3): the same constrained search at beam 1; with several branches, the
+    branch whose path scores best (the merged ranking's first item)."""
+    results = [beam_search(model, b, index, 1) for b in branch_batches(model, batch)]
+    return merged_trace(results, 1)[-1][:, 0]
+
+
+@torch.no_grad()
+def teacher_forced_codes(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, L) each level's most probable code under teacher forcing (acc_i). With several
+    branches the target never picks the branch: each code keeps its best probability over the
+    branches, as the ranking merges them."""
+    logp = [[lg.float().log_softmax(-1) for lg in model(b)] for b in branch_batches(model, batch)]
+    return torch.stack([torch.stack(level).amax(0).argmax(-1) for level in zip(*logp)], 1)
 
 
 def top_k_items(items: torch.Tensor, scores: torch.Tensor, k: int,

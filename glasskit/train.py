@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
@@ -26,7 +27,7 @@ from glasskit.data import Dataset
 from glasskit.device import cpu_bf16_native, resolve_device
 from glasskit.errors import GlasskitError
 from glasskit.evaluation import evaluate, final_metrics, primary_ranking, say_beam
-from glasskit.models.interface import StagedTraining
+from glasskit.models.interface import StagedTraining, WeighsLoss
 from glasskit.pipeline import load, model_and_batcher, training_split
 from glasskit.runs import (
     Run,
@@ -163,6 +164,8 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
     say_beam(cfg, ds)
     run = open_run(cfg, path, resume, ds.fingerprint) if rank == 0 else None
     masked = primary_ranking(ds) == "masked"
+    if rank == 0 and isinstance(model, WeighsLoss):
+        _say_loss_weights(model, batcher, train_split, cfg, run)
     state = {"epoch": 0, "best": -1.0, "bad": 0, "history": [], "seconds": 0.0}
     if world > 1:
         path_box = [str(run.path) if run else None]
@@ -256,6 +259,19 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
 
 class Diverged(GlasskitError):
     """The training loss became NaN or infinite: nothing of that epoch is saved."""
+
+
+def _say_loss_weights(model: WeighsLoss, batcher, split: str, cfg: Config, run: Run) -> None:
+    """Print once per run, and record, what the loss's normalisation gives each of its terms,
+    measured on the first ``train.batch_size`` training samples."""
+    n = min(len(batcher.ds.splits[split]), cfg.train.batch_size)
+    with torch.no_grad():
+        weights = model.loss_weights(batcher.batch(split, np.arange(n)))
+    if weights is None:
+        return
+    run.log_metrics(loss_weights=weights)
+    print(f"{cfg.model.name} loss weights (first {n} training samples): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in weights.items()), flush=True)
 
 
 def _stop_if_diverged(first_bad: torch.Tensor, epoch: int, steps: int, cfg: Config,

@@ -8,8 +8,10 @@ from conftest import decode_steps
 
 import glasskit as gk
 from glasskit import ranking
+from glasskit.errors import ConfigError
 from glasskit.evaluation import evaluate
 from glasskit.models.dualgr import DualGR
+from glasskit.models.layers import sid_loss
 from glasskit.models.sasrec import SASRec
 from glasskit.pipeline import load, model_and_batcher, training_split
 
@@ -61,22 +63,87 @@ def test_s2d_reads_only_same_first_code_actions():
     assert (no_s2d == window).all()
 
 
-def test_entp_negative_term_is_zero_without_negatives_and_grows_with_their_probability():
+def test_entp_negative_term_grows_with_its_probability_and_weights_by_tuples():
     m = _dualgr()
     target = torch.tensor([[0, 1, 0], [1, 2, 1]])
     logits = [torch.zeros(2, k) for k in SIZES]
-    plain = m.entp_loss(logits, target, None)
-    none = m.entp_loss(logits, target, torch.full((2, 3), -1))
-    assert plain == none  # no negatives: next-token prediction alone
+    plain = sid_loss(logits, target)
+    ok = torch.tensor([[True, False], [True, False]])
     losses = []
-    for p in (0.1, 1.0, 3.0, 6.0):  # raise the level-1 logit of code 2 (items 2)
-        lg = [torch.zeros(2, k) for k in SIZES]
-        lg[0][:, 2] = p
-        neg = m.entp_loss(lg, target, torch.tensor([[2, -1, -1], [2, -1, -1]]))
-        pos = m.entp_loss(lg, target, None) * 2 / 4  # positives' share over 2 + 2 tuples
-        losses.append((neg - pos).item())
+    for p in (0.01, 0.1, 0.5, 0.9):
+        loss = m.entp_loss(logits, target, torch.full((2, 2), p), ok)
+        losses.append((loss - plain * 2 / 4).item())  # positives' share over 2 + 2 tuples
     assert losses == sorted(losses) and losses[0] > 0  # -alpha log(1 - p1) grows with p1
-    assert _dualgr(entp=False).entp_loss(logits, target, torch.tensor([[2, -1, -1]] * 2)) == plain
+    expected = 0.1 * -np.log(1 - 0.5) * 2 / 4
+    assert losses[2] == pytest.approx(expected, rel=1e-5)
+    batch = {"negatives": torch.tensor([[2, 3, -1], [-1, -1, -1]])}
+    assert m.loss_weights(batch) == pytest.approx(
+        {"negatives_per_positive": 1.0, "positive_weight": 0.5, "negative_weight": 0.05})
+    assert _dualgr(entp=False).loss_weights(batch) is None
+
+
+def _routing_case(m):
+    """One user: four code-0 items then two code-1 items (the short window); code 0 routes to
+    the long window, code 1 to the short one."""
+    with torch.no_grad():  # level-1 code embeddings: code 0 along x, code 1 along y
+        m.emb.tok.weight[1:5].zero_()
+        m.emb.tok.weight[1, 0] = 1.0
+        m.emb.tok.weight[2, 1] = 1.0
+    return torch.tensor([[[0, 0, 0]] * 4 + [[1, 0, 0]] * 2])
+
+
+def test_entp_scores_each_negative_under_the_window_its_own_code_routes_to():
+    m = _dualgr()
+    hist = _routing_case(m)
+    target = torch.tensor([[0, 1, 0]])  # routes long
+    negatives = torch.tensor([[1, 5, -1]])  # items 1 and 5: first code 1, which routes short
+    batch = {"hist": hist, "target": target, "negatives": negatives}
+    state = m.encode(batch)
+    assert m.prefers_long(state, torch.tensor([0])).item() and not m.prefers_long(
+        state, torch.tensor([1])).item()
+    with torch.no_grad():
+        loss = m(batch, loss=True)
+        pos = sid_loss(m({"hist": hist, "target": target}), target)  # routed long by its code
+        p_short = m({"hist": hist, "target": target, "branch": "short"})[0].softmax(-1)[0, 1]
+        p_long = m({"hist": hist, "target": target, "branch": "long"})[0].softmax(-1)[0, 1]
+    assert not torch.isclose(p_short, p_long)  # the two windows disagree, so routing matters
+    expected = (pos + 2 * 0.1 * -torch.log1p(-p_short)) / 3
+    torch.testing.assert_close(loss, expected)
+
+
+def test_dualgr_diagnostics_do_not_read_the_target_to_pick_a_branch():
+    m = _dualgr()
+    hist = _routing_case(m).expand(2, -1, -1)
+    target = torch.tensor([[0, 1, 0], [1, 1, 0]])  # the same user, targets routed long / short
+    codes = ranking.teacher_forced_codes(m, {"hist": hist, "target": target})
+    assert codes[0, 0] == codes[1, 0]  # level 1 reads no label: the same prediction for both
+    with torch.no_grad():
+        merged = torch.stack([m({"hist": hist, "target": target, "branch": b})[0].log_softmax(-1)
+                              for b in ("long", "short")]).amax(0).argmax(-1)
+    assert codes[:, 0].tolist() == merged.tolist()
+
+
+def test_merged_trace_keeps_the_best_distinct_prefixes_over_branches():
+    from glasskit.decode import BeamResult
+
+    def result(prefixes, scores):
+        return BeamResult(None, None, [torch.tensor([prefixes])], [torch.tensor([scores])])
+
+    a = result([[0], [1], [2]], [-1.0, -2.0, -5.0])
+    b = result([[1], [3], [-1]], [-0.5, -3.0, float("-inf")])
+    merged = ranking.merged_trace([a, b], 3)[0][0]
+    assert merged.tolist() == [[1], [0], [3]]  # prefix 1 kept once, with its better score
+    merged = ranking.merged_trace([a, b], 5)[0][0]
+    assert merged.tolist() == [[1], [0], [3], [2], [-1]]
+
+
+def test_no_entp_row_is_refused_where_the_data_has_no_negatives():
+    cfg = gk.configure("smoke", model="dualgr", variant="no-entp")
+    ds, table = load(cfg)
+    assert ds.negatives is None
+    with pytest.raises(ConfigError, match=r"no-entp row\) on synthetic, which has no exposure negatives"):
+        model_and_batcher(cfg, ds, table, "cpu")
+    model_and_batcher(gk.configure("smoke", model="dualgr"), ds, table, "cpu")  # the full model
 
 
 def test_sasrec_causal_mask_hides_later_positions():

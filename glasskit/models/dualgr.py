@@ -103,6 +103,15 @@ class DualGR(SidDecoder):
         return {"history", "first_codes"} | ({"negatives"} if cfg.model.entp else set())
 
     @classmethod
+    def check_data(cls, cfg, ds) -> None:
+        if not cfg.model.entp and ds.negatives is None:
+            raise ConfigError(
+                f"model.entp=false (the no-entp row) on {cfg.data.dataset}, which has no exposure "
+                "negatives: without them DualGR's loss is plain next-token prediction already, so "
+                "the row would equal DualGR. Use data with negatives (KuaiRec's watch_ratio, or "
+                "on rated data the ratings below data.min_rating, e.g. --set data.min_rating=4)")
+
+    @classmethod
     def history(cls, cfg) -> int:
         return cls.windows(cfg)[1]
 
@@ -132,21 +141,26 @@ class DualGR(SidDecoder):
             state["window"] = windows[branch]
         return state
 
-    def route(self, state: dict, first: torch.Tensor) -> torch.Tensor:
-        """Eq. 5: per sample, the window (B, U) whose mean level-1 code embedding has the higher
-        cosine with the embedding of ``first`` (the target's level-1 code)."""
+    def prefers_long(self, state: dict, first: torch.Tensor) -> torch.Tensor:
+        """Eq. 5: True where the long window's mean level-1 code embedding has a cosine with the
+        embedding of ``first`` (level-1 codes, (B,) or (B, M)) at least the short one's."""
         if len(self.branches) == 1:
-            return state["windows"]["long"]
+            return torch.ones_like(first, dtype=torch.bool)
         with torch.no_grad():
             e1 = self.emb.tok.weight[1:1 + self.sizes[0]]  # E_vocab^(1)
             hist = e1[state["hist_first"].clamp_min(0)]  # (B, U, d)
-            target = e1[first]
+            target = e1[first]  # (B, [M,] d)
             gamma = {}
             for name, w in state["windows"].items():
-                r = (hist * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1)
-                gamma[name] = F.cosine_similarity(target, r, dim=-1)
-            use_long = gamma["long"] >= gamma["short"]
-        return torch.where(use_long[:, None], state["windows"]["long"], state["windows"]["short"])
+                r = (hist * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1)  # (B, d)
+                gamma[name] = F.cosine_similarity(target, r.view(r.shape[0], *[1] * (first.dim() - 1),
+                                                                   -1), dim=-1)
+            return gamma["long"] >= gamma["short"]
+
+    def route(self, state: dict, first: torch.Tensor) -> torch.Tensor:
+        """Eq. 5: per sample, the window (B, U) the router picks for level-1 code ``first`` (B,)."""
+        return torch.where(self.prefers_long(state, first)[:, None], state["windows"]["long"],
+                           state["windows"]["short"])
 
     def context_mask(self, state: dict, window: torch.Tensor, keys: torch.Tensor | None,
                      rows: int, positions: range) -> torch.Tensor:
@@ -175,28 +189,57 @@ class DualGR(SidDecoder):
                                           range(start, start + x.shape[1]))}
 
     def teacher_state(self, state: dict, batch: dict[str, torch.Tensor]) -> dict:
-        """Training: the router picks each sample's window from its target's first code (eq. 5),
-        and the search uses that code (eq. 8)."""
+        """Teacher forcing: the router picks each sample's window from its target's first code
+        (eq. 5; training) unless the batch names a branch (diagnostics), and the search uses
+        the target's first code (eq. 8)."""
         first = batch["target"][:, 0]
-        return {**state, "window": self.route(state, first), "first": first}
+        window = state["window"] if "window" in state else self.route(state, first)
+        return {**state, "window": window, "first": first}
 
     def objective(self, logits: list[torch.Tensor], batch: dict[str, torch.Tensor],
                   state: dict) -> torch.Tensor:
-        return self.entp_loss(logits, batch["target"], batch.get("negatives"))
+        negatives = batch.get("negatives") if self.entp else None
+        if negatives is None or not (negatives >= 0).any():
+            return sid_loss(logits, batch["target"])
+        return self.entp_loss(logits, batch["target"], self.negative_level1(state, negatives),
+                              negatives >= 0)
 
-    def entp_loss(self, logits: list[torch.Tensor], target: torch.Tensor,
-                  negatives: torch.Tensor | None) -> torch.Tensor:
-        """Eq. 10 over the batch's positives (every level) and exposure negatives (level 1)."""
-        if not self.entp or negatives is None or not (negatives >= 0).any():
-            return sid_loss(logits, target)
-        n_pos = target.shape[0]
+    def negative_level1(self, state: dict, negatives: torch.Tensor) -> torch.Tensor:
+        """(B, M) each exposure negative's level-1 probability p_i^(1) as its own tuple of eq. 10:
+        the sample's history (the negatives were exposed at the target's request) routed by
+        the negative's own level-1 code (eq. 5), read by the first decoder position."""
+        codes = self.first_codes[negatives.clamp_min(0)]  # (B, M)
+        B = codes.shape[0]
+        start = self.decoder_input(codes.new_zeros(B, 0))  # BOS alone
+        probs = {}
+        for name in self.branches:
+            h = self.run_decoder(start, {**state, "window": state["windows"][name], "cache": None})
+            probs[name] = self.logits(h[:, 0], 0).softmax(-1).gather(1, codes)
+        if len(self.branches) == 1:
+            return probs[self.branches[0]]
+        return torch.where(self.prefers_long(state, codes), probs["long"], probs["short"])
+
+    def entp_loss(self, logits: list[torch.Tensor], target: torch.Tensor, p_neg: torch.Tensor,
+                  ok: torch.Tensor) -> torch.Tensor:
+        """Eq. 10: the sum over the batch's positives (cross-entropy at every level) and its
+        exposure negatives ``ok`` (B, M) (``-alpha log(1 - p_neg)``, p_neg clipped to
+        [1e-6, 1 - 1e-6]), divided by N = positives + negatives (see ``loss_weights``)."""
         pos = torch.stack([F.cross_entropy(lg.float(), target[:, i], reduction="sum")
                            for i, lg in enumerate(logits)]).sum()
-        p1 = logits[0].float().softmax(-1)  # (B, K0)
-        ok = negatives >= 0
-        p_neg = p1.gather(1, self.first_codes[negatives.clamp_min(0)])
-        neg = -torch.log1p(-p_neg.clamp(1e-6, 1 - 1e-6))[ok].sum()
-        return (pos + self.alpha * neg) / (n_pos + int(ok.sum()))
+        neg = -torch.log1p(-p_neg.float().clamp(1e-6, 1 - 1e-6))[ok].sum()
+        return (pos + self.alpha * neg) / (target.shape[0] + int(ok.sum()))
+
+    def loss_weights(self, batch: dict[str, torch.Tensor]) -> dict[str, float] | None:
+        """What eq. 10's 1/N gives each term on ``batch``: the weight of a positive's NTP term
+        relative to plain NTP (N_pos / N) and of a negative's term (alpha N_pos / N, on the
+        same scale). None when the loss is plain NTP."""
+        negatives = batch.get("negatives") if self.entp else None
+        if negatives is None or not (negatives >= 0).any():
+            return None
+        n_pos, n_neg = negatives.shape[0], int((negatives >= 0).sum())
+        share = n_pos / (n_pos + n_neg)
+        return {"negatives_per_positive": n_neg / n_pos, "positive_weight": share,
+                "negative_weight": self.alpha * share}
 
     # -- incremental decoding (beam search) -------------------------------------------------------
     row_keys = ("first",)

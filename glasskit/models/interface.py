@@ -80,3 +80,20 @@ class MultiBranch(Protocol):
     """Decodes several branches whose candidates the ranking merges (DualGR's windows)."""
 
     branches: tuple[str, ...]
+
+
+@runtime_checkable
+class ChecksData(Protocol):
+    """Refuses data on which a row would not be what its name says (DualGR's ``no-entp`` where
+    the data has no exposure negatives: it would train exactly as DualGR)."""
+
+    @classmethod
+    def check_data(cls, cfg: Any, ds: Any) -> None: ...
+
+
+@runtime_checkable
+class WeighsLoss(Protocol):
+    """Says what its loss's normalisation gives each term (DualGR's eq. 10); the trainer
+    prints it once per run and records it in metrics.json."""
+
+    def loss_weights(self, batch: dict[str, torch.Tensor]) -> dict[str, float] | None: ...
