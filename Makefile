@@ -6,7 +6,7 @@ PROFILE ?= quick
 DATASET ?=          # empty: the profile's own dataset (quick: ml-100k, smoke: synthetic)
 ARGS    ?=          # more `glasskit reports` options, e.g. --param 04:gems_streams=[]
 
-.PHONY: reports test lint bench strip report-refresh clean-venv
+.PHONY: reports test lint bench strip report-refresh clean-venv compare
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or make PYTHON=/path/to/python3.11)"; exit 1; }
@@ -36,6 +36,12 @@ report-refresh: $(VENV)/.installed
 	OMP_NUM_THREADS=1 GLASSKIT_RUNS=$(CURDIR)/$(REPORT_BUILD)/runs GLASSKIT_CACHE=$(CURDIR)/$(REPORT_BUILD)/cache \
 	  $(PY) -m glasskit reports --profile smoke --out $(REPORT_BUILD)/out
 	cp $(REPORT_BUILD)/out/[0-9][0-9]_*.ipynb tests/stored_report/
+
+# The comparison under the shared convergence budget (hours on 2 CPU cores; rerun to resume):
+# every row on every training position to convergence, 3 seeds on ml-100k, then ml-latest-small
+compare: $(VENV)/.installed
+	$(PY) -m glasskit sweep --profile converge --datasets ml-100k,ml-latest-small --seeds 0,1,2 \
+	  --out reports/comparison.md
 
 bench: $(VENV)/.installed
 	$(PY) bench/run_all.py

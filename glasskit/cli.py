@@ -129,12 +129,63 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from glasskit.analysis.run_tables import markdown, seed_table
+    from glasskit.analysis.run_tables import markdown, seed_table, significance_table
 
     keys = tuple(k.strip() for k in args.keys.split(",") if k.strip())
     table = seed_table(args.runs, split=args.split, keys=keys, skip_unfinished=args.partial,
                        ranking=args.ranking)
-    print(markdown(table, keys))
+    tests = None
+    if args.against:
+        tests = significance_table(args.runs, args.against, args.metric, args.split, args.ranking,
+                                   skip_unfinished=args.partial)
+    print(markdown(table, keys, tests=tests))
+    return 0
+
+
+SWEEP_MARK = "<!-- written by glasskit sweep; rewritten after every run -->"
+COMPARISON_ROWS = "sasrec,tiger,glass:sidtier+shs,glass:sidtier+shs+cr,dualgr,gems,intrr"
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Train every (seed, dataset, row) one at a time, seed-major so that one seed of every row
+    lands first; a rerun resumes (finished runs are reused, an interrupted one continues from
+    its last epoch). After each run the tables are rewritten (``--out``)."""
+    from pathlib import Path
+
+    from glasskit.analysis.run_tables import markdown, seed_table, significance_table
+    from glasskit.io import write_text
+    from glasskit.runs import runs_root
+    from glasskit.train import train
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_file() or not out.read_text(errors="replace").startswith(SWEEP_MARK)):
+        raise GlasskitError(f"--out {out}: exists and is not a table a sweep wrote; nothing was "
+                            "changed. Choose another --out")
+    rows = [(r.split(":")[0], r.split(":")[1] if ":" in r else None) for r in args.rows.split(",")]
+    datasets, seeds = args.datasets.split(","), _int_list(args.seeds, "--seeds")
+    jobs = [(seed, dataset, model, variant) for seed in seeds for dataset in datasets
+            for model, variant in rows]
+    done: list[str] = []
+    for n, (seed, dataset, model, variant) in enumerate(jobs, 1):
+        cfg = configure(args.profile, dataset, None, seed, model=model, variant=variant)
+        print(f"[{n}/{len(jobs)}] {dataset} seed {seed} {model}{':' + variant if variant else ''}",
+              flush=True)
+        run = train(cfg, progress=not args.quiet)
+        done.append(str(run.path))
+        text = []
+        for ranking in ("masked", "unmasked"):
+            table = seed_table(done, ranking=ranking)
+            text.append(f"### {ranking}\n\n{markdown(table)}")
+            for ref in filter(None, args.against.split(",")):
+                try:
+                    tests = significance_table(done, ref, ranking=ranking)
+                except GlasskitError:  # the reference row has no finished run yet
+                    continue
+                text.append(f"#### {ranking}, against {ref}\n\n{markdown(table, tests=tests)}")
+        header = (f"{SWEEP_MARK}\n# {args.profile} budget: {len(done)}/{len(jobs)} runs finished (store "
+                  f"{runs_root()})\n\n")
+        write_text(args.out, header + "\n\n".join(text) + "\n")
+    print(f"tables: {args.out}")
     return 0
 
 
@@ -229,7 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--partial", action="store_true", help="skip unfinished runs instead of failing")
     c.add_argument("--keys", default="hit@5,hit@10,ndcg@10,hit@20", help="metrics, comma-separated")
     c.add_argument("--ranking", default="primary", choices=("primary", "masked", "unmasked"))
+    c.add_argument("--against", default=None, metavar="ROW",
+                   help="test every row against this one (paired over users, per seed, combined "
+                        "over seeds, Holm-corrected), e.g. --against tiger")
+    c.add_argument("--metric", default="ndcg@10", help="the per-user metric --against tests")
     c.set_defaults(func=cmd_compare)
+
+    sw = sub.add_parser("sweep", help="train a comparison (rows x datasets x seeds), one run at a "
+                        "time, resumable, and write its tables with budgets and paired tests")
+    sw.add_argument("--profile", default="converge", choices=PROFILES)
+    sw.add_argument("--datasets", default="ml-100k")
+    sw.add_argument("--seeds", default="0,1,2")
+    sw.add_argument("--rows", default=COMPARISON_ROWS, help="model[:variant],...")
+    sw.add_argument("--against", default="tiger,sasrec", help="reference rows of the paired tests")
+    sw.add_argument("--out", default="reports/comparison.md")
+    sw.add_argument("--quiet", action="store_true")
+    sw.set_defaults(func=cmd_sweep)
 
     st = sub.add_parser("strip-notebooks", help="clear outputs of notebooks before committing them")
     st.add_argument("paths", nargs="*", help="default: the notebooks/ of this checkout")

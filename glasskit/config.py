@@ -21,7 +21,7 @@ import yaml
 from glasskit.errors import ConfigError
 
 DATASETS = ("ml-100k", "ml-latest-small", "ml-1m", "kuairec", "csv", "synthetic")
-PROFILES = ("smoke", "quick", "paper")
+PROFILES = ("smoke", "quick", "converge", "paper")
 
 
 @dataclass
@@ -231,6 +231,9 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda, then mps, then cpu
     amp: str = "auto"  # training autocast: auto = bf16 on CUDA and bf16-native CPUs; bf16; off
     threads: int = 0  # CPU threads for torch (0: leave torch's default)
+    # learning rate after the warmup: "cosine" decays to 0 at train.epochs (so it depends on
+    # the cap); "constant" keeps train.lr, for early-stopped runs under a generous cap
+    schedule: str = "cosine"
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "warmup_steps", "patience", "beam", "eval_batch_size"):
@@ -251,6 +254,8 @@ class TrainConfig:
             raise ConfigError(f"train.device must be auto, cpu, cuda or mps, got {self.device!r}")
         if self.amp not in ("auto", "bf16", "off"):
             raise ConfigError(f"train.amp must be auto, bf16 or off, got {self.amp!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"train.schedule must be cosine or constant, got {self.schedule!r}")
 
 
 @dataclass
@@ -303,6 +308,10 @@ class Config:
     def hash(self, *sections: str) -> str:
         """Stable 16-hex-digit hash of the named sections (all of them when none are named)."""
         d = self.to_dict()
+        for section, fields in HASH_NEUTRAL.items():  # added later: left out at their default
+            for name, default in fields.items():
+                if d[section].get(name) == default:
+                    del d[section][name]
         keys = sections or tuple(sorted(d))
         for k in keys:
             if k not in d:
@@ -403,6 +412,10 @@ def _set(cfg: Config, dotted: str, value: Any) -> None:
 
 
 # A profile's model sizes, for whichever model has the field (smoke: one layer everywhere).
+# settings added after runs were stored, left out of the config hash at their default so that
+# those runs keep their names
+HASH_NEUTRAL: dict[str, dict[str, Any]] = {"train": {"schedule": "cosine"}}
+
 PROFILE_MODEL_SIZES: dict[str, dict[str, Any]] = {"smoke": {"enc_layers": 1, "dec_layers": 1, "layers": 1}}
 
 

@@ -23,6 +23,7 @@ from glasskit.metrics import (
     inference_precision,
     level_accuracy,
     ranking_metrics,
+    target_ranks,
 )
 from glasskit.pipeline import load, model_and_batcher
 from glasskit.ranking import greedy_codes, rank, teacher_forced_codes
@@ -38,14 +39,22 @@ def primary_ranking(ds: Dataset) -> str:
     return "masked" if len(pairs) == len(seqs.items) else "unmasked"
 
 
-@torch.no_grad()
 def evaluate(model, batcher: Batcher, split: str, cfg: Config, masked: bool,
              full: bool = False) -> dict[str, Any]:
+    """The metrics of :func:`evaluate_samples`."""
+    return evaluate_samples(model, batcher, split, cfg, masked, full)[0]
+
+
+@torch.no_grad()
+def evaluate_samples(model, batcher: Batcher, split: str, cfg: Config, masked: bool,
+                     full: bool = False) -> tuple[dict[str, Any], np.ndarray]:
     """Rank the catalogue for every sample of ``split`` (glasskit.ranking: beam search for SID
     models, every item for ID models; always fp32). ``full`` adds, for SID models, acc_i, P_i,
-    CRP and hierarchical recall. None of them reads the target beyond teacher forcing: for a
+    CRP and hierarchical recall; none of them reads the target beyond teacher forcing: for a
     model with several branches (DualGR) they follow the merged ranking (glasskit.ranking:
-    merged beams, the best-scoring greedy path, each code's best probability over branches)."""
+    merged beams, the best-scoring greedy path, each code's best probability over branches).
+    Also returns each sample's target rank (1-based in the top max(K), 0 when not there), what
+    paired tests read."""
     was_training = model.training
     model.eval()
     t = cfg.train
@@ -66,8 +75,8 @@ def evaluate(model, batcher: Batcher, split: str, cfg: Config, masked: bool,
             greedy.append(greedy_codes(model, batch, index).cpu().numpy())
             argmax.append(teacher_forced_codes(model, batch).cpu().numpy())
             gold.append(batch["target"].cpu().numpy())
-    out: dict[str, Any] = ranking_metrics(np.concatenate(ranked), np.concatenate(targets),
-                                          tuple(t.ks))
+    ranked, targets = np.concatenate(ranked), np.concatenate(targets)
+    out: dict[str, Any] = ranking_metrics(ranked, targets, tuple(t.ks))
     if full:
         trace = [np.concatenate([b[d] for b in beams]) for d in range(len(beams[0]))]
         gold_codes = np.concatenate(gold)
@@ -77,7 +86,7 @@ def evaluate(model, batcher: Batcher, split: str, cfg: Config, masked: bool,
         out["crp"], out["crp_eligible"], out["crp_hit"] = c["crp"], c["eligible"], c["hit"]
         out["hrecall"] = hierarchical_recall(trace, gold_codes)
     model.train(was_training)
-    return out
+    return out, target_ranks(ranked, targets)
 
 
 def beam_for(cfg: Config, ds: Dataset) -> int:
@@ -99,16 +108,20 @@ def model_kind(cfg: Config) -> str:
     return REGISTRY[cfg.model.name].kind
 
 
-def final_metrics(model, batcher: Batcher, cfg: Config, ds: Dataset) -> dict[str, Any]:
+def final_metrics(model, batcher: Batcher, cfg: Config, ds: Dataset
+                  ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Both splits' metrics in both rankings, and the per-user results: ``{split}_users`` and
+    ``{split}_{ranking}`` (each user's target rank, 0 beyond max K), as a run's ranks.npz."""
     primary = primary_ranking(ds)
     out: dict[str, Any] = {"primary": primary}
+    ranks: dict[str, np.ndarray] = {}
     for split in ("valid", "test"):
-        out[split] = {
-            "masked": evaluate(model, batcher, split, cfg, masked=True, full=primary == "masked"),
-            "unmasked": evaluate(model, batcher, split, cfg, masked=False,
-                                 full=primary == "unmasked"),
-        }
-    return out
+        out[split] = {}
+        ranks[f"{split}_users"] = ds.splits[split].user.astype(np.int64)
+        for ranking in ("masked", "unmasked"):
+            out[split][ranking], ranks[f"{split}_{ranking}"] = evaluate_samples(
+                model, batcher, split, cfg, masked=ranking == "masked", full=primary == ranking)
+    return out, ranks
 
 
 def load_run_model(run: Run, device: str = "auto") -> tuple[Any, Batcher, SidTable, Config]:

@@ -20,14 +20,20 @@ def ranking_metrics(ranked: np.ndarray, targets: np.ndarray,
         raise ValueError("no samples to evaluate")
     if max(ks) > ranked.shape[1]:
         raise ValueError(f"K={max(ks)} exceeds the {ranked.shape[1]} ranked items")
-    match = ranked == targets[:, None]
-    rank = np.where(match.any(1), match.argmax(1) + 1, np.inf)  # 1-based, inf if absent
+    rank = target_ranks(ranked, targets).astype(float)
+    rank[rank == 0] = np.inf  # absent
     out: dict[str, float] = {}
     for k in ks:
         hit = rank <= k
         out[f"hit@{k}"] = float(hit.mean())
         out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(np.where(hit, rank, 1) + 1), 0.0).mean())
     return out
+
+
+def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(n,) int32: the 1-based position of each target in its ranked list, 0 when absent."""
+    match = np.asarray(ranked) == np.asarray(targets)[:, None]
+    return np.where(match.any(1), match.argmax(1) + 1, 0).astype(np.int32)
 
 
 def crp(beams: list[np.ndarray], targets: np.ndarray) -> dict[str, list[float | int | None]]:

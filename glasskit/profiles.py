@@ -27,6 +27,9 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
 
     - ``smoke``: tiny synthetic data, seconds; what the tests run.
     - ``quick``: the default dataset (ml-100k), minutes on 2 CPU cores; the main job.
+    - ``converge``: quick's data and sizes, every model on every training position to
+      convergence on validation (patience 10, cap 200, constant learning rate): the
+      comparison's budget; hours on 2 CPU cores.
     - ``paper``: GLASS Table 2 settings (short window 50, long history up to 1000); for a GPU.
     """
     if name == "smoke":
@@ -56,6 +59,17 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
         # an epoch is a few steps (one window per 50 positions), so it runs to early stopping
         per_model = {"sasrec": {"model.max_len": 50, "model.dropout": 0.2, "train.epochs": 200,
                                 "train.patience": 20}}
+    elif name == "converge":
+        # the shared convergence budget of the comparison (issue 20): quick's data and sizes, but
+        # every model predicts every training position (SASRec through its windows, the SID
+        # models one sample per position), keeps its best validation NDCG@10 checkpoint and stops
+        # after 10 epochs without improvement under a cap of 200; the learning rate is constant
+        # after the warmup, so a run's schedule does not depend on the cap
+        cfg = Config(profile="converge")
+        cfg.data = DataConfig(dataset="ml-100k", short_len=20, long_max=500)
+        cfg.model = ModelConfig(d_model=64, heads=4, head_dim=16, ff=128)
+        cfg.train = TrainConfig(epochs=200, patience=10, warmup_steps=200, schedule="constant")
+        per_model = {"sasrec": {"model.max_len": 50, "model.dropout": 0.2}}
     elif name == "paper":
         cfg = Config(profile="paper")
         cfg.data = DataConfig(dataset="ml-100k", short_len=50, long_max=1000)

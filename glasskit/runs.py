@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -71,7 +72,20 @@ class Run:
         write_json(self.path / "metrics.json", merged)
 
 
-RUN_FILES = frozenset({"run.json", "config.yaml", "metrics.json", "best.pt", "last.pt"})
+    def ranks(self) -> dict[str, np.ndarray]:
+        """Per-user results of the evaluated checkpoint (see glasskit.evaluation.final_metrics):
+        ``{split}_users`` and ``{split}_{masked|unmasked}`` target ranks."""
+        p = self.path / "ranks.npz"
+        if not p.is_file():
+            raise GlasskitError(
+                f"{self.path}: no per-user results (ranks.npz; runs finished before they were kept "
+                f"have none): `python -m glasskit train --config {self.path / 'config.yaml'} --out "
+                f"{self.path}` evaluates its best checkpoint again and writes them")
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+
+RUN_FILES = frozenset({"run.json", "config.yaml", "metrics.json", "best.pt", "last.pt", "ranks.npz"})
 
 
 def check_run_folder(path: str | Path, replace: bool = False) -> Path:

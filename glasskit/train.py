@@ -27,6 +27,7 @@ from glasskit.data import Dataset
 from glasskit.device import cpu_bf16_native, resolve_device
 from glasskit.errors import GlasskitError
 from glasskit.evaluation import evaluate, final_metrics, primary_ranking, say_beam
+from glasskit.io import save_npz
 from glasskit.models.interface import StagedTraining, WeighsLoss
 from glasskit.pipeline import load, model_and_batcher, training_split
 from glasskit.runs import (
@@ -90,9 +91,13 @@ def train_step(net: torch.nn.Module, batch: dict[str, torch.Tensor], opt: torch.
     return loss.detach()
 
 
-def _schedule(step: int, warmup: int, total: int) -> float:
+def _schedule(step: int, warmup: int, total: int, kind: str = "cosine") -> float:
+    """The learning-rate factor: linear warmup, then cosine decay to 0 at ``total`` steps or
+    constant (``train.schedule``)."""
     if step < warmup:
         return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -150,6 +155,7 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
             "target, and each target needs an earlier item as input); use data with longer "
             "histories")
     n_train = len(ds.splits[train_split]) // world
+    per_epoch = ds.targets_per_epoch(train_split)
     final_stage = model.final_stage_epoch() if isinstance(model, StagedTraining) else 0
     if final_stage >= cfg.train.epochs:
         raise GlasskitError(
@@ -159,7 +165,7 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
     steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
     total = steps_per_epoch * cfg.train.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: _schedule(s, cfg.train.warmup_steps, total))
+        opt, lambda s: _schedule(s, cfg.train.warmup_steps, total, cfg.train.schedule))
 
     say_beam(cfg, ds)
     run = open_run(cfg, path, resume, ds.fingerprint) if rank == 0 else None
@@ -178,8 +184,8 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
         sched.load_state_dict(ckpt["sched"])
         state = ckpt["state"]
         done = state["epoch"] >= cfg.train.epochs or state["bad"] >= cfg.train.patience
-        if done and world == 1 and "test" in run.metrics():
-            return run  # a finished run: reuse it
+        if done and world == 1 and "test" in run.metrics() and (run.path / "ranks.npz").is_file():
+            return run  # a finished run: reuse it (one without per-user results is evaluated again)
 
     while state["epoch"] < cfg.train.epochs and state["bad"] < cfg.train.patience:
         epoch = state["epoch"]
@@ -193,7 +199,7 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
                                   seed=cfg.seed * 1000 + epoch, shard=(rank, world))
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                    disable=not progress or rank != 0 or not sys.stderr.isatty(), leave=False)
-        total_loss, seen_samples = torch.zeros((), device=device), 0
+        total_loss, seen_samples = torch.zeros((), device=device), 0  # this rank's samples
         first_bad = torch.full((), -1, device=device, dtype=torch.long)  # step of a non-finite loss
         for step, (idx, batch) in enumerate(bar):
             if step >= steps_per_epoch or seen_samples >= usable:
@@ -208,6 +214,8 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
                 bar.set_postfix(loss=f"{float(total_loss) / seen_samples:.3f}")
         _stop_if_diverged(first_bad, epoch, steps_per_epoch, cfg, state)
         state["seconds"] += time.time() - t0
+        state["targets"] = state.get("targets", 0) + round(  # target positions predicted
+            per_epoch * seen_samples * world / len(ds.splits[train_split]))
         record = {"epoch": epoch + 1, "loss": float(total_loss) / max(1, seen_samples),
                   "lr": sched.get_last_lr()[0], "train_seconds": time.time() - t0}
         if rank == 0:
@@ -245,9 +253,12 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
         final = load_checkpoint(run.path / "best.pt", cfg, device, ds.fingerprint)
         model.load_state_dict(final["model"])
         best_epoch = final["state"]["epoch"] - final["state"]["bad"]
-        metrics = final_metrics(model, batcher, cfg, ds)
+        metrics, ranks = final_metrics(model, batcher, cfg, ds)
+        save_npz(run.path / "ranks.npz", **ranks)
         run.log_metrics(**metrics, history=state["history"], epochs_run=state["epoch"],
                         train_seconds=state["seconds"], world_size=world,
+                        train_targets=state.get("targets"),
+                        parameters=sum(p.numel() for p in model.parameters()),
                         device=str(device), train_precision=train_precision(device, cfg.train.amp),
                         best_epoch=best_epoch, **({"best_stage": model.stage_at(best_epoch - 1)}
                                                   if isinstance(model, StagedTraining) else {}))

@@ -1,6 +1,8 @@
 """The ablation dashboard (notebook 06): over the run store, choose a dataset, a metric, the
-ranking (history-masked or unmasked) and ablation rows; see mean ± std over seeds as a table
-and a bar chart with error bars; train the missing (row, seed) pairs in the background.
+ranking (history-masked or unmasked) and ablation rows; see mean ± std over seeds with each
+row's training budget as a table, each row tested against a reference row (paired over users,
+Holm-corrected: glasskit.analysis.run_tables.significance_table), and a bar chart with error
+bars; train the missing (row, seed) pairs in the background.
 
 Training runs ``python -m glasskit train`` in a subprocess per pair, one at a time, fed by a
 background thread, so the kernel stays responsive, a cancel stops at once (the run folder
@@ -23,12 +25,19 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from glasskit.analysis.run_tables import row_label, seed_table
+from glasskit.analysis.run_tables import (
+    BUDGET,
+    budget_cells,
+    row_label,
+    seed_table,
+    significance_table,
+)
 from glasskit.config import Config
 from glasskit.errors import GlasskitError
 from glasskit.profiles import configure
 from glasskit.runs import Run, runs_root
 
+NONE = "(none)"  # no reference row: no significance column
 METRICS = ("hit@1", "hit@3", "hit@5", "hit@10", "hit@20", "ndcg@3", "ndcg@5", "ndcg@10", "ndcg@20")
 
 
@@ -99,7 +108,7 @@ class AblationDashboard:
                  dataset: str | None = None, data_dir: str | None = None,
                  seeds: tuple[int, ...] = (0, 1, 2), rows: list[Row] | None = None,
                  default_rows: tuple[str, ...] = ("tiger", "sidtier+shs", "sidtier+shs+cr"),
-                 live: bool = True):
+                 against: str | None = "tiger", live: bool = True):
         import ipywidgets as w
 
         self.root = Path(root) if root is not None else runs_root()
@@ -118,6 +127,8 @@ class AblationDashboard:
         self.metric = w.Dropdown(description="metric", options=list(METRICS), value="ndcg@10")
         self.ranking = w.ToggleButtons(description="ranking", options=["masked", "unmasked"])
         self.rows = w.SelectMultiple(description="rows", rows=8, layout=w.Layout(width="420px"))
+        self.against = w.Dropdown(description="against", options=[NONE])
+        self.against_default = against
         self.table_html = w.HTML()
         self.chart = w.Output()
         self.train_button = w.Button(description="train missing runs", icon="play")
@@ -126,7 +137,7 @@ class AblationDashboard:
         self.status = w.HTML()
         self.train_button.on_click(lambda _: self.train_missing())
         self.cancel_button.on_click(lambda _: self.cancel())
-        for control in (self.dataset, self.metric, self.ranking, self.rows):
+        for control in (self.dataset, self.metric, self.ranking, self.rows, self.against):
             control.observe(lambda _: self.render(), names="value")
         self.refresh(default_rows)
 
@@ -143,6 +154,9 @@ class AblationDashboard:
         chosen = select if select is not None else self.rows.value
         self.rows.options = labels
         self.rows.value = tuple(label for label in chosen if label in labels)
+        keep = self.against.value if self.against.value != NONE else self.against_default
+        self.against.options = [NONE, *labels]
+        self.against.value = keep if keep in labels else NONE
         self.render()
 
     def selected_runs(self) -> list[Run]:
@@ -161,17 +175,36 @@ class AblationDashboard:
     def render(self) -> None:
         runs = self.selected_runs()
         metric, ranking = self.metric.value, self.ranking.value
-        if runs:
-            t = seed_table(runs, keys=(metric,), ranking=ranking)
-            t = t.reset_index()[["row", "seeds", metric, f"{metric} std"]]
-        else:
-            t = pd.DataFrame(columns=["row", "seeds", metric, f"{metric} std"])
+        columns = ["row", "seeds", metric, f"{metric} std", *BUDGET]
+        t = (seed_table(runs, keys=(metric,), ranking=ranking).reset_index()[columns] if runs
+             else pd.DataFrame(columns=columns))
+        against, tests = self.against.value, None
+        note = ""
+        if runs and against != NONE and against in set(t["row"]):
+            try:
+                tests = significance_table(runs, against, metric, ranking=ranking).reset_index()
+            except GlasskitError as e:  # e.g. runs finished before per-user results were kept
+                note += f"<p>no test against {against}: {e}</p>"
+        if tests is not None:
+            t = t.merge(tests[["row", "effect", "ci low", "ci high", "p holm"]], on="row", how="left")
         self.table = t
         cells = t.assign(**{f"{metric} (mean ± std)": [
             f"{m:.4f}" + ("" if np.isnan(s) else f" ± {s:.4f}")
-            for m, s in zip(t[metric], t[f"{metric} std"])]})[["row", "seeds", f"{metric} (mean ± std)"]]
+            for m, s in zip(t[metric], t[f"{metric} std"])]})
+        if len(t):
+            cells[list(BUDGET)] = [budget_cells(r) for _, r in t.iterrows()]
+        shown = ["row", "seeds", f"{metric} (mean ± std)", *BUDGET]
+        if tests is not None:
+            cells[f"Δ vs {against} [95% CI]"] = [
+                "reference" if row == against else "" if np.isnan(e) else
+                f"{e:+.4f} [{lo:+.4f}, {hi:+.4f}]{'*' if p < 0.05 else ''}"
+                for row, e, lo, hi, p in zip(t["row"], t["effect"], t["ci low"], t["ci high"],
+                                             t["p holm"])]
+            cells["p (Holm)"] = ["" if np.isnan(p) else f"{p:.3g}" for p in t["p holm"]]
+            shown += [f"Δ vs {against} [95% CI]", "p (Holm)"]
+        cells = cells[shown]
         missing = len(self.missing())
-        note = f"<p>{missing} (row, seed) pair(s) not trained yet</p>" if missing else ""
+        note += f"<p>{missing} (row, seed) pair(s) not trained yet</p>" if missing else ""
         self.table_html.value = (f"<b>{self.dataset.value}, test, {ranking}</b>"
                                  + cells.to_html(index=False, classes="glasskit-table") + note)
         self.figure = go.Figure(go.Bar(x=t["row"], y=t[metric],
@@ -188,7 +221,7 @@ class AblationDashboard:
     def widget(self):
         import ipywidgets as w
 
-        controls = w.VBox([self.dataset, self.metric, self.ranking, self.rows])
+        controls = w.VBox([self.dataset, self.metric, self.ranking, self.rows, self.against])
         training = w.HBox([self.train_button, self.cancel_button, self.progress])
         return w.VBox([w.HBox([controls, self.table_html]), self.chart, training, self.status])
 

@@ -109,7 +109,7 @@ def group_runs(runs: list[str | Run], split: str = "test", skip_unfinished: bool
             raise GlasskitError(f"{run.path}: no {split!r} metrics (unfinished run?)")
         cfg = run.config
         key = (cfg.data.dataset, row_label(run), cfg.replace(seed=0).hash())
-        groups.setdefault(key, []).append({**m, "seed": cfg.seed})
+        groups.setdefault(key, []).append({**m, "seed": cfg.seed, "run": str(run.path)})
     labels = [(d, lab) for d, lab, _ in groups]
     out = {}
     for (dataset, label, h), members in groups.items():
@@ -145,7 +145,7 @@ def seed_table(runs: list[str | Run], split: str = "test",
             row[f"{k} std"] = v.std(ddof=1) if len(v) > 1 else np.nan
         acc = [x["acc"][0] for x in ms if x.get("acc")]
         row["acc_1"] = np.mean(acc) if acc else np.nan
-        row["train s"] = np.mean([m["train_seconds"] for m in members])
+        row.update(budget(members))
         rows.append(row)
     if not rows:
         raise GlasskitError("no finished runs to tabulate")
@@ -153,16 +153,120 @@ def seed_table(runs: list[str | Run], split: str = "test",
     return pd.DataFrame(rows).set_index(["dataset", "row"])
 
 
+BUDGET = ("epochs", "best epoch", "train targets", "train s", "device", "parameters")
+
+
+def budget(members: list[dict]) -> dict:
+    """What a row's training cost, over its seeds: epochs run and the best (evaluated) epoch
+    (mean), target positions predicted in training (mean; unknown for runs made before they
+    were counted), training wall time (mean seconds), device(s) and parameter count."""
+    def mean(key: str) -> float:
+        values = [m[key] for m in members if m.get(key) is not None]
+        return float(np.mean(values)) if len(values) == len(members) else np.nan
+
+    return {"epochs": mean("epochs_run"), "best epoch": mean("best_epoch"),
+            "train targets": mean("train_targets"), "train s": mean("train_seconds"),
+            "device": ",".join(sorted({str(m.get("device", "?")) for m in members})),
+            "parameters": mean("parameters")}
+
+
+def count_label(x: float) -> str:
+    """A count for a table: 17.2k, 1.25M; ? when unknown."""
+    if np.isnan(x):
+        return "?"
+    return f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.0f}"
+
+
+def budget_cells(r) -> list[str]:
+    """A table row's BUDGET columns as text."""
+    return ["?" if np.isnan(r["epochs"]) else f"{r['epochs']:.0f}",
+            "?" if np.isnan(r["best epoch"]) else f"{r['best epoch']:.0f}",
+            count_label(r["train targets"]), "?" if np.isnan(r["train s"]) else f"{r['train s']:.0f}",
+            r["device"], count_label(r["parameters"])]
+
+
 def markdown(table: pd.DataFrame, keys: tuple[str, ...] = ("hit@5", "hit@10", "ndcg@10", "hit@20"),
-             digits: int = 4) -> str:
-    """A seed_table as a Markdown table with 'mean ± std' cells (and the ranking it read)."""
-    head = ["dataset", "row", "ranking", "seeds", *keys, "acc_1", "train s"]
+             digits: int = 4, tests: pd.DataFrame | None = None) -> str:
+    """A seed_table as a Markdown table with 'mean ± std' cells, the ranking it read and each
+    row's budget; with ``tests`` (a :func:`significance_table`), each row's effect against the
+    reference with its 95% interval and Holm-adjusted p, significant ones marked *."""
+    head = ["dataset", "row", "ranking", "seeds", *keys, "acc_1", *BUDGET]
+    if tests is not None:
+        against = tests.attrs["against"]
+        head += [f"Δ{tests.attrs['metric']} vs {against} [95% CI]", "p (Holm)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (dataset, row), r in table.iterrows():
         cells = [dataset, row, r["ranking"], str(int(r["seeds"]))]
         for k in keys:
             sd = r[f"{k} std"]
             cells.append(f"{r[k]:.{digits}f}" + ("" if np.isnan(sd) else f" ± {sd:.{digits}f}"))
-        cells += ["" if np.isnan(r["acc_1"]) else f"{r['acc_1']:.3f}", f"{r['train s']:.0f}"]
+        cells += ["" if np.isnan(r["acc_1"]) else f"{r['acc_1']:.3f}",
+                  *budget_cells(r)]
+        if tests is not None:
+            t = tests.loc[(dataset, row)] if (dataset, row) in tests.index else None
+            is_ref = tests.attrs["reference"].get(dataset) == row
+            if t is None or is_ref:
+                cells += ["(reference)" if is_ref else "", ""]
+            else:
+                mark = "*" if t["p holm"] < 0.05 else ""
+                cells += [f"{t['effect']:+.{digits}f} [{t['ci low']:+.{digits}f}, "
+                          f"{t['ci high']:+.{digits}f}]{mark}", f"{t['p holm']:.3g}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def significance_table(runs: list[str | Run], against: str, metric: str = "ndcg@10",
+                       split: str = "test", ranking: str = "primary",
+                       skip_unfinished: bool = False) -> pd.DataFrame:
+    """Each row against the reference row ``against`` of its dataset, on the same users: per
+    seed a Wilcoxon signed-rank test over users of the per-user ``metric``, combined over the
+    seeds both rows have (Stouffer), Holm-adjusted over the rows of a dataset; the effect is
+    the mean per-user difference (row - reference) with a paired bootstrap 95% interval (see
+    glasskit.analysis.significance). Reads each run's ranks.npz: nothing is evaluated again."""
+    from glasskit.analysis.significance import holm, paired_test
+
+    groups = group_runs(runs, split, skip_unfinished)
+    rows, reference = [], {}
+    for dataset in dict.fromkeys(d for d, _ in groups):
+        labels = [lab for d, lab in groups if d == dataset]
+        named = [lab for lab in labels if against in (lab, lab.split(" [")[0])]
+        if len(named) != 1:
+            raise GlasskitError(f"--against {against!r}: {'no such row' if not named else 'ambiguous'} "
+                                f"on {dataset}; the rows are {', '.join(labels)}")
+        ref_label = reference[dataset] = named[0]
+        ref = _per_user(groups[(dataset, ref_label)], split, ranking, metric)
+        found = []
+        for label in labels:
+            if label == ref_label:
+                continue
+            mine = _per_user(groups[(dataset, label)], split, ranking, metric)
+            for seed in set(mine) & set(ref):
+                if not np.array_equal(mine[seed][0], ref[seed][0]):
+                    raise GlasskitError(f"{dataset}: {label!r} and {ref_label!r} ranked different users "
+                                        f"(seed {seed}): their data differ, so they cannot be paired")
+            res = paired_test({s: v for s, (_, v) in mine.items()}, {s: v for s, (_, v) in ref.items()})
+            found.append({"dataset": dataset, "row": label, "effect": res.effect, "ci low": res.ci[0],
+                          "ci high": res.ci[1], "z": res.z, "p": res.p, "seeds": len(res.seeds),
+                          "users": res.users})
+        for r, p in zip(found, holm([r["p"] for r in found])):
+            r["p holm"] = p
+            r["significant"] = p < 0.05
+        rows += found
+    table = pd.DataFrame(rows, columns=["dataset", "row", "effect", "ci low", "ci high", "z", "p",
+                                        "seeds", "users", "p holm", "significant"])
+    table = table.set_index(["dataset", "row"])
+    table.attrs.update(against=against, metric=metric, reference=reference)
+    return table
+
+
+def _per_user(members: list[dict], split: str, ranking: str, metric: str
+              ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """seed -> (users, per-user metric) of a row's runs, from their ranks.npz."""
+    from glasskit.analysis.significance import per_user_metric
+
+    out = {}
+    for m in members:
+        ranks = Run(m["run"]).ranks()
+        r = m["primary"] if ranking == "primary" else ranking
+        out[m["seed"]] = (ranks[f"{split}_users"], per_user_metric(ranks[f"{split}_{r}"], metric))
+    return out

@@ -108,6 +108,13 @@ class Dataset:
             self.splits[name] = window_samples(self.seqs, window)
         return name
 
+    def targets_per_epoch(self, split: str) -> int:
+        """Target positions one pass over training ``split`` predicts: one per sample of
+        ``train``; every training position for a split of windows (they tile them once)."""
+        if split.startswith("windows_"):
+            return len(split_samples(self.seqs, None)["train"])
+        return len(self.splits[split])
+
     def texts(self) -> list[str]:
         return item_texts(self.raw.items, self.seqs.item_ids)
 

@@ -1,0 +1,159 @@
+"""Comparisons a reviewer would accept (issue 20): per-user results kept with every run, budgets
+in every table, paired tests against a reference row, the shared convergence budget."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import glasskit as gk
+from glasskit.analysis.run_tables import markdown, seed_table, significance_table
+from glasskit.analysis.significance import per_user_metric
+from glasskit.errors import GlasskitError
+from glasskit.pipeline import load
+from glasskit.train import _schedule, train
+from glasskit.widgets import AblationDashboard
+
+ROWS = [("tiger", None), ("glass", "sidtier+shs"), ("sasrec", None)]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Two seeds of three smoke rows, trained once for the module."""
+    root = tmp_path_factory.mktemp("runs")
+    runs = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GLASSKIT_RUNS", str(root))
+        for seed in (0, 1):
+            for model, variant in ROWS:
+                cfg = gk.configure("smoke", seed=seed, model=model, variant=variant,
+                                   **{"train.epochs": 2})
+                runs.append(train(cfg, progress=False))
+    return root, runs
+
+
+def test_every_run_keeps_each_users_target_rank_matching_its_metrics(store):
+    _, runs = store
+    for run in runs:
+        m, ranks = run.metrics(), run.ranks()
+        ds, _ = load(run.config)
+        for split in ("valid", "test"):
+            assert ranks[f"{split}_users"].tolist() == ds.splits[split].user.tolist()
+            for ranking in ("masked", "unmasked"):
+                r = ranks[f"{split}_{ranking}"]
+                assert r.dtype == np.int32 and r.min() >= 0 and r.max() <= 20
+                for k in ("hit@10", "ndcg@10", "ndcg@20"):
+                    assert per_user_metric(r, k).mean() == pytest.approx(m[split][ranking][k])
+
+
+def test_budget_is_recorded_and_tabulated(store):
+    _, runs = store
+    for run in runs:
+        m, cfg = run.metrics(), run.config
+        ds, _ = load(cfg)
+        if cfg.model.name == "sasrec":  # windows over every training position
+            per_epoch = sum(np.maximum(ds.seqs.lengths - 3, 0))
+        else:
+            per_epoch = len(ds.splits["train"])
+        assert m["train_targets"] == per_epoch * m["epochs_run"]
+        assert m["parameters"] > 1000 and m["best_epoch"] <= m["epochs_run"]
+    table = seed_table(runs)
+    text = markdown(table)
+    for col in ("epochs", "best epoch", "train targets", "train s", "device", "parameters"):
+        assert f" {col} |" in text
+    assert "| cpu |" in text
+
+
+def test_paired_tests_against_a_reference_row(store):
+    _, runs = store
+    tests = significance_table(runs, "tiger")
+    label = {r.split(" [")[0]: r for r in tests.index.get_level_values("row")}  # + [train.epochs=2]
+    assert set(label) == {"sidtier+shs", "sasrec"}
+    for _, t in tests.iterrows():
+        assert t["ci low"] <= t["effect"] <= t["ci high"] and 0 <= t["p"] <= t["p holm"] <= 1
+        assert t["seeds"] == 2 and t["users"] == 64
+    # the effect is the mean per-user difference, which is the difference of the mean metrics
+    table = seed_table(runs, keys=("ndcg@10",))
+    tiger = tests.attrs["reference"]["synthetic"]
+    diff = (table.loc[("synthetic", label["sasrec"]), "ndcg@10"]
+            - table.loc[("synthetic", tiger), "ndcg@10"])
+    assert tests.loc[("synthetic", label["sasrec"]), "effect"] == pytest.approx(diff)
+    text = markdown(table, ("ndcg@10",), tests=tests)
+    assert "Δndcg@10 vs tiger [95% CI]" in text and "(reference)" in text
+    with pytest.raises(GlasskitError, match="no such row"):
+        significance_table(runs, "intrr")
+
+
+def test_compare_against_on_the_command_line(store):
+    _, runs = store
+    res = subprocess.run([sys.executable, "-m", "glasskit", "compare", *map(str, (r.path for r in runs)),
+                          "--against", "sasrec", "--metric", "hit@10"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "Δhit@10 vs sasrec [95% CI]" in res.stdout and "p (Holm)" in res.stdout
+
+
+def test_a_run_finished_before_ranks_were_kept_is_evaluated_again(store, monkeypatch):
+    root, runs = store
+    monkeypatch.setenv("GLASSKIT_RUNS", str(root))
+    run = runs[0]
+    before = run.metrics()["test"]
+    (run.path / "ranks.npz").unlink()
+    with pytest.raises(GlasskitError, match="no per-user results"):
+        run.ranks()
+    again = train(run.config, progress=False)
+    assert again.path == run.path and (run.path / "ranks.npz").is_file()
+    assert again.metrics()["test"] == before
+
+
+def test_dashboard_tests_rows_against_the_reference(store):
+    root, _ = store
+    dash = AblationDashboard(root=root, profile="smoke", seeds=(0, 1), live=False)
+    dash.rows.value = dash.rows.options  # every row in the store
+    dash.against.value = tiger = next(o for o in dash.against.options if o.startswith("tiger ["))
+    assert f"Δ vs {tiger} [95% CI]" in dash.table_html.value and "p (Holm)" in dash.table_html.value
+    t = dash.table.set_index("row")
+    assert t["effect"].isna().sum() == 1 and np.isnan(t.loc[tiger, "effect"])
+    assert (t["train targets"] > 0).all()
+    dash.against.value = "(none)"
+    assert "Δ vs" not in dash.table_html.value
+
+
+def test_sweep_trains_resumably_and_writes_its_tables(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLASSKIT_RUNS", str(tmp_path / "runs"))
+    out = tmp_path / "comparison.md"
+    argv = [sys.executable, "-m", "glasskit", "sweep", "--profile", "smoke", "--datasets", "synthetic",
+            "--seeds", "0", "--rows", "tiger,sasrec", "--against", "tiger", "--out", str(out), "--quiet"]
+    res = subprocess.run(argv, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "[2/2] synthetic seed 0 sasrec" in res.stdout
+    text = out.read_text()
+    assert "2/2 runs finished" in text and "#### masked, against tiger" in text
+    mtime = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/best.pt")}
+    assert subprocess.run(argv, capture_output=True, text=True).returncode == 0  # reuses both runs
+    assert {p: p.stat().st_mtime for p in mtime} == mtime
+    mine = tmp_path / "notes.md"
+    mine.write_text("my notes\n")
+    res = subprocess.run([*argv[:-2], str(mine)], capture_output=True, text=True)
+    assert res.returncode != 0 and "is not a table a sweep wrote" in res.stderr
+    assert mine.read_text() == "my notes\n"
+
+
+def test_converge_profile_is_one_budget_for_every_model():
+    cfgs = {m: gk.configure("converge", model=m) for m in ("tiger", "glass", "sasrec", "dualgr",
+                                                            "gems", "intrr")}
+    for name, cfg in cfgs.items():
+        assert cfg.data.train_targets_per_user is None, name  # every training position
+        assert (cfg.train.epochs, cfg.train.patience, cfg.train.schedule) == (200, 10, "constant")
+    assert cfgs["sasrec"].model.train_on == "all"
+    assert [_schedule(s, 10, 100, "constant") for s in (0, 9, 10, 99, 500)] == [0.1, 1.0, 1.0, 1.0, 1.0]
+    assert _schedule(99, 10, 100) < 0.01  # cosine decays to the cap
+    # a setting added later leaves the names of earlier runs alone at its default
+    quick = gk.configure("quick", model="tiger")
+    d = quick.to_dict()
+    del d["train"]["schedule"]
+    payload = json.dumps({k: d[k] for k in sorted(d)}, sort_keys=True, separators=(",", ":"))
+    assert quick.hash() == hashlib.sha256(payload.encode()).hexdigest()[:16]
+    assert quick.hash() != quick.replace(**{"train.schedule": "constant"}).hash()
