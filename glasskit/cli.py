@@ -20,7 +20,8 @@ def _config(args: argparse.Namespace, model: str | None = None, variant: str | N
     model, variant, then explicit values (``--codebooks``, ``--epochs``, ``--set``, ...)."""
     seed = getattr(args, "seed", None)
     return configure(args.profile or "quick", args.dataset, args.data_dir, 0 if seed is None else seed,
-                     model=model, variant=variant, explicit=explicit)
+                     model=model, variant=variant, explicit=explicit,
+                     preset=getattr(args, "preset", None))
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -77,6 +78,7 @@ def _train_config(args: argparse.Namespace):
         given = [f for f, v in (("--profile", args.profile), ("--dataset", args.dataset),
                                 ("--data-dir", args.data_dir), ("--model", args.model),
                                 ("--variant", args.variant), ("--codebooks", args.codebooks),
+                                ("--preset", args.preset),
                                 ("--seed", args.seed), ("--epochs", args.epochs)) if v is not None]
         if given:
             raise GlasskitError(f"--config gives the whole config; {', '.join(given)} would change "
@@ -167,7 +169,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             for model, variant in rows]
     done: list[str] = []
     for n, (seed, dataset, model, variant) in enumerate(jobs, 1):
-        cfg = configure(args.profile, dataset, None, seed, model=model, variant=variant)
+        cfg = configure(args.profile, dataset, None, seed, model=model, variant=variant,
+                        preset=args.preset)
         print(f"[{n}/{len(jobs)}] {dataset} seed {seed} {model}{':' + variant if variant else ''}",
               flush=True)
         run = train(cfg, progress=not args.quiet)
@@ -254,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default: the model whose row --variant names, else tiger")
     tr.add_argument("--variant", default=None,
                     help="an ablation row of the model, e.g. sidtier+shs for glass")
+    tr.add_argument("--preset", default=None, choices=("paper",),
+                    help="the model's paper's own sizes and tokenizer over the profile (named in "
+                         "every table row that uses it)")
     tr.add_argument("--codebooks", default=None)
     tr.add_argument("--seed", type=int, default=None)
     tr.add_argument("--device", default=None, choices=("auto", "cpu", "cuda", "mps"))
@@ -289,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="train a comparison (rows x datasets x seeds), one run at a "
                         "time, resumable, and write its tables with budgets and paired tests")
     sw.add_argument("--profile", default="converge", choices=PROFILES)
+    sw.add_argument("--preset", default=None, choices=("paper",),
+                    help="each model at its paper's own sizes and tokenizer")
     sw.add_argument("--datasets", default="ml-100k")
     sw.add_argument("--seeds", default="0,1,2")
     sw.add_argument("--rows", default=COMPARISON_ROWS, help="model[:variant],...")

@@ -22,6 +22,7 @@ from glasskit.errors import ConfigError
 
 DATASETS = ("ml-100k", "ml-latest-small", "ml-1m", "kuairec", "csv", "synthetic")
 PROFILES = ("smoke", "quick", "converge", "paper")
+PRESETS = (None, "paper")
 
 
 @dataclass
@@ -262,6 +263,7 @@ class TrainConfig:
 class Config:
     profile: str = "quick"
     seed: int = 0
+    preset: str | None = None  # "paper": the model's paper's own sizes and tokenizer over the profile
     data: DataConfig = field(default_factory=DataConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
@@ -274,6 +276,8 @@ class Config:
             raise ConfigError(f"profile: unknown profile {self.profile!r}; choose one of {PROFILES}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.preset not in PRESETS:
+            raise ConfigError(f"preset: unknown preset {self.preset!r}; choose one of {PRESETS}")
         for section in self.sections():
             getattr(self, section).validate()
         return self
@@ -309,9 +313,10 @@ class Config:
         """Stable 16-hex-digit hash of the named sections (all of them when none are named)."""
         d = self.to_dict()
         for section, fields in HASH_NEUTRAL.items():  # added later: left out at their default
+            where = d if section == "" else d[section]
             for name, default in fields.items():
-                if d[section].get(name) == default:
-                    del d[section][name]
+                if name in where and where[name] == default:
+                    del where[name]
         keys = sections or tuple(sorted(d))
         for k in keys:
             if k not in d:
@@ -414,7 +419,7 @@ def _set(cfg: Config, dotted: str, value: Any) -> None:
 # A profile's model sizes, for whichever model has the field (smoke: one layer everywhere).
 # settings added after runs were stored, left out of the config hash at their default so that
 # those runs keep their names
-HASH_NEUTRAL: dict[str, dict[str, Any]] = {"train": {"schedule": "cosine"}}
+HASH_NEUTRAL: dict[str, dict[str, Any]] = {"": {"preset": None}, "train": {"schedule": "cosine"}}
 
 PROFILE_MODEL_SIZES: dict[str, dict[str, Any]] = {"smoke": {"enc_layers": 1, "dec_layers": 1, "layers": 1}}
 

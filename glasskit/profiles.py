@@ -88,12 +88,14 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
 def configure(profile_name: str = "quick", dataset: str | None = None,
               data_dir: str | None = None, seed: int = 0, model: str | None = None,
               variant: str | None = None, optional: dict[str, Any] | None = None,
-              explicit: dict[str, Any] | None = None, **overrides: Any) -> Config:
+              explicit: dict[str, Any] | None = None, preset: str | None = None,
+              **overrides: Any) -> Config:
     """A profile on a dataset, as the notebooks and the CLI build it: ``dataset`` None keeps
     the profile's own (smoke: synthetic; quick, paper: ml-100k), so ``profile="smoke"`` alone
     is the seconds-long synthetic run. One order of precedence, for the CLI, the notebooks and
     Python alike: the profile, then the model (its own defaults, the profile's sizes and its
-    budget), then the ``variant``'s switches, then the explicit dotted ``overrides``, which win;
+    budget), then the ``preset`` (``paper``: the model's paper's own sizes and tokenizer), then
+    the ``variant``'s switches, then the explicit dotted ``overrides``, which win;
     a variant's codebook resizing divides the first-level size the config ends with (the one
     asked for). ``optional`` overrides apply only when not None (a notebook parameter left at
     None keeps the profile's value); ``explicit`` holds overrides as a mapping (keys such as
@@ -112,11 +114,22 @@ def configure(profile_name: str = "quick", dataset: str | None = None,
     if model is not None:
         extra["model.name"] = model
     cfg = profile(profile_name, **extra)
+    if preset is not None:
+        cfg = apply_preset(cfg, preset)
     if variant is None:
         return cfg.replace(**overrides) if overrides else cfg
     switches, resize = variant_switches(cfg, variant)
     cfg = cfg.replace(**{**switches, **overrides})
     return _resized(cfg, resize)
+
+
+def apply_preset(cfg: Config, preset: str) -> Config:
+    """``paper``: the settings the model's paper uses where they differ from the shared ones
+    (its registry entry's ``paper``: sizes, tokenizer, windows, optimiser), named in the config
+    (``preset``) and so in every table row that uses it."""
+    if preset != "paper":
+        raise ConfigError(f"preset: unknown preset {preset!r}; choose paper (or none)")
+    return cfg.replace(**model_entry(cfg.model.name).paper, preset=preset)
 
 
 def variant_owner(variant: str) -> str:

@@ -135,3 +135,39 @@ def test_cli_set_reaches_keys_named_like_arguments():
 
     cfg = _train_config(build_parser().parse_args(["train", "--profile", "smoke", "--set", "seed=3"]))
     assert cfg.seed == 3 and cfg.hash() == gk.configure("smoke", seed=3).hash()
+
+
+@pytest.mark.parametrize("model", ["tiger", "glass", "sasrec", "dualgr", "gems", "intrr"])
+def test_paper_preset_sets_the_papers_own_settings_and_names_the_row(model, tmp_path):
+    from glasskit.analysis.run_tables import config_diff, row_label
+    from glasskit.models import REGISTRY
+    from glasskit.runs import create_run
+
+    quick = gk.configure("quick", model=model)
+    paper = gk.configure("quick", model=model, preset="paper")
+    changed = {k: v for k, v in REGISTRY[model].paper.items()
+               if _get(paper, k) != _get(quick, k)}
+    assert changed, f"{model}: the paper preset changes nothing"
+    for key, value in REGISTRY[model].paper.items():
+        assert _get(paper, key) == value, key
+    assert paper.preset == "paper" and paper.hash() != quick.hash()
+    run = create_run(paper, model, root=tmp_path, data_fingerprint="f" * 16)
+    assert row_label(run).endswith("(paper preset)") and config_diff(paper) == []
+    # explicit values still win over the preset; a variant applies on top of it
+    first = REGISTRY[model].paper.get("model.d_model", 64)
+    assert gk.configure("quick", model=model, preset="paper",
+                        **{"model.d_model": first + 8}).model.d_model == first + 8
+
+
+def test_presets_compose_with_variants_and_refuse_unknown_names():
+    cfg = gk.configure("quick", variant="sidtier+shs+cr", preset="paper")
+    assert cfg.data.short_len == 50 and cfg.tokenizer.codebooks[0] == 16  # GLASS's 64, resized / 4
+    cfg = gk.configure("quick", variant="no-s2d", preset="paper")
+    assert cfg.model.layers == 4 and cfg.model.s2d is False
+    with pytest.raises(ConfigError, match="unknown preset 'industrial'"):
+        gk.configure("quick", model="tiger", preset="industrial")
+
+
+def _get(cfg, dotted):
+    section, key = dotted.split(".")
+    return getattr(getattr(cfg, section), key)

@@ -9,7 +9,7 @@ from plotly.subplots import make_subplots
 
 from glasskit.config import Config, model_names
 from glasskit.errors import GlasskitError
-from glasskit.profiles import apply_variant, profile
+from glasskit.profiles import apply_preset, apply_variant, profile
 from glasskit.runs import Run, flatten
 
 
@@ -66,15 +66,19 @@ def row_label(run: Run) -> str:
     from its profile's, e.g. ``sidtier+shs [model.retrieve_max=64]``."""
     cfg = run.config
     base = base_label(cfg.model.name, cfg.model.variant)
+    if cfg.preset is not None:
+        base += f" ({cfg.preset} preset)"
     diff = config_diff(cfg)
     return f"{base} [{', '.join(diff)}]" if diff else base
 
 
 def config_diff(cfg: Config) -> list[str]:
     """``key=value`` for every setting of ``cfg`` that differs from its profile (with the same
-    dataset, model and variant), seed excluded."""
+    dataset, model, preset and variant), seed excluded."""
     ref = profile(cfg.profile, **{"data.dataset": cfg.data.dataset, "data.data_dir": cfg.data.data_dir,
                                   "model.name": cfg.model.name})
+    if cfg.preset is not None:
+        ref = apply_preset(ref, cfg.preset)
     if cfg.model.variant is not None:
         ref = apply_variant(ref, cfg.model.variant)
     want, have = flatten(ref.to_dict()), flatten(cfg.to_dict())
@@ -89,7 +93,7 @@ def _row_order(label: str) -> int:
     order = []
     for name, entry in REGISTRY.items():
         order += [name, *(base_label(name, v) for v in entry.variants)]
-    base = label.split(" [")[0]
+    base = label.split(" [")[0].split(" (paper preset)")[0]
     return order.index(base) if base in order else len(order)
 
 

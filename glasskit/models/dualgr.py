@@ -61,6 +61,13 @@ class DualgrConfig:
             raise ConfigError(f"model.alpha must be non-negative, got {self.alpha!r}")
 
 
+# dualgr.md §2.2 and §3: RQ-KMeans, L = 3 of 8192; 4 blocks, d 512, 8 heads, FFN 1024;
+# |H_t| = L_long = 1000, L_short = 64; alpha 0.1
+DUALGR_PAPER: dict = {"tokenizer.method": "rqkmeans", "tokenizer.codebooks": [8192, 8192, 8192],
+                      "model.layers": 4, "model.d_model": 512, "model.heads": 8, "model.head_dim": 64,
+                      "model.ff": 1024, "model.short_window": 64, "model.long_window": 1000,
+                      "model.alpha": 0.1}
+
 DUALGR_VARIANTS: dict[str, dict] = {
     "no-dbr": {"model.dbr": False},
     "no-s2d": {"model.s2d": False},

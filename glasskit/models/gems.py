@@ -118,6 +118,15 @@ FUSION_VARIANT = {"sum": None, "gate": "fusion-c", "concat_memory": "fusion-b",
                   "concat_tokens": "fusion-a"}  # a fusion strategy's row
 
 
+# gems.md §4.3.3: RK-Means [8192] x 3; hidden 1024, 8 heads (indexer 2); decoder 4 layers,
+# recent stream 4 layers; T_recent = 256, mid-term up to T_lifecycle = 5000 (here the lifecycle
+# stream begins at short_len + long_max / 2, so long_max = 2 * (5000 - 256))
+GEMS_PAPER: dict = {"tokenizer.method": "rqkmeans", "tokenizer.codebooks": [8192, 8192, 8192],
+                    "model.d_model": 1024, "model.heads": 8, "model.head_dim": 128,
+                    "model.indexer_heads": 2, "model.dec_layers": 4, "model.enc_layers": 4,
+                    "data.short_len": 256, "data.long_max": 9488}
+
+
 class IndexerBlock(nn.Module):
     """A mid-term block: pre-norm attention steered by the lightweight indexer (eq. 4-7), FFN."""
 

@@ -65,6 +65,12 @@ class GlassConfig(TigerConfig):
 
 
 # GLASS ablation rows (§5.3-5.4); "resize" divides the first-level codebook (§4.3.2)
+# glass.md Table 2: short window 50, long history up to 1000, embedding 96, 8 heads x 32,
+# dropout 0.1, AdamW lr 1e-4, patience 50
+GLASS_PAPER: dict = {"data.short_len": 50, "data.long_max": 1000, "model.d_model": 96,
+                     "model.heads": 8, "model.head_dim": 32, "model.ff": 256, "model.dropout": 0.1,
+                     "train.lr": 1e-4, "train.patience": 50}
+
 GLASS_VARIANTS: dict[str, dict] = {
     "tiger": {"model.sid_tier": False, "model.hard_search": False, "model.neighbours": False},
     "sidtier": {"model.sid_tier": True, "model.hard_search": False, "model.neighbours": False},

@@ -59,6 +59,14 @@ INTRR_VARIANTS: dict[str, dict] = {
 }
 
 
+# intrr.md §4.1: L = 4 levels of K = 128; the T5 backbone of 4 layers, width 256, 6 heads;
+# Adam lr 1e-3, weight decay 1e-4, batch 512; lambda 0.1
+INTRR_PAPER: dict = {"tokenizer.codebooks": [128, 128, 128, 128], "model.layers": 4,
+                     "model.d_model": 256, "model.heads": 6, "model.head_dim": 64,
+                     "model.align_weight": 0.1, "train.lr": 1e-3, "train.weight_decay": 1e-4,
+                     "train.batch_size": 512}
+
+
 class RAN(nn.Module):
     """The recursive-assignment network, shared by the item and the user side."""
 

@@ -36,6 +36,15 @@ class TigerConfig:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
 
 
+# TIGER (Rajput et al., 2023, §4): RQ-VAE with 3 codebooks of 256 (plus the collision level),
+# encoder and decoder of 4 layers, 6 heads of 64, MLP 1024, input width 128, dropout 0.1, the
+# last 20 items of the history
+TIGER_PAPER: dict = {"tokenizer.method": "rqvae", "tokenizer.codebooks": [256, 256, 256],
+                     "tokenizer.collisions": "dedup", "data.short_len": 20, "model.d_model": 128,
+                     "model.heads": 6, "model.head_dim": 64, "model.ff": 1024,
+                     "model.enc_layers": 4, "model.dec_layers": 4, "model.dropout": 0.1}
+
+
 class Tiger(SidDecoder):
     def __init__(self, sizes: list[int], short_len: int, d: int = 96, heads: int = 8,
                  head_dim: int = 32, ff: int = 256, enc_layers: int = 2, dec_layers: int = 2,
