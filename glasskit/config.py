@@ -20,8 +20,8 @@ import yaml
 
 from glasskit.errors import ConfigError
 
-DATASETS = ("ml-100k", "ml-latest-small", "ml-1m", "kuairec", "csv", "synthetic")
-PROFILES = ("smoke", "quick", "converge", "paper")
+DATASETS = ("ml-100k", "ml-latest-small", "ml-1m", "kuairec", "s3rec", "csv", "synthetic")
+PROFILES = ("smoke", "quick", "converge", "s3rec", "paper")
 PRESETS = (None, "paper")
 
 
@@ -36,6 +36,7 @@ class DataConfig:
     min_rating: float | None = None  # positive filter for explicit ratings (None keeps all)
     duplicates: str = "drop"  # exact duplicate rows: "drop" (with a warning) or "error"
     kuairec_matrix: str = "big"  # KuaiRec: "big" or "small" matrix
+    name: str | None = None  # s3rec: the file stem in data_dir, e.g. Toys_and_Games
 
     def validate(self) -> None:
         if self.dataset not in DATASETS:
@@ -235,6 +236,10 @@ class TrainConfig:
     # learning rate after the warmup: "cosine" decays to 0 at train.epochs (so it depends on
     # the cap); "constant" keeps train.lr, for early-stopped runs under a generous cap
     schedule: str = "cosine"
+    # the primary ranking (checkpoint selection, early stopping, headline tables): "auto" is
+    # history-masked when users never repeat an item, else unmasked; a published protocol
+    # names its own (TIGER's Table 1: unmasked)
+    ranking: str = "auto"
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "warmup_steps", "patience", "beam", "eval_batch_size"):
@@ -255,6 +260,8 @@ class TrainConfig:
             raise ConfigError(f"train.device must be auto, cpu, cuda or mps, got {self.device!r}")
         if self.amp not in ("auto", "bf16", "off"):
             raise ConfigError(f"train.amp must be auto, bf16 or off, got {self.amp!r}")
+        if self.ranking not in ("auto", "masked", "unmasked"):
+            raise ConfigError(f"train.ranking must be auto, masked or unmasked, got {self.ranking!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"train.schedule must be cosine or constant, got {self.schedule!r}")
 
@@ -419,7 +426,8 @@ def _set(cfg: Config, dotted: str, value: Any) -> None:
 # A profile's model sizes, for whichever model has the field (smoke: one layer everywhere).
 # settings added after runs were stored, left out of the config hash at their default so that
 # those runs keep their names
-HASH_NEUTRAL: dict[str, dict[str, Any]] = {"": {"preset": None}, "train": {"schedule": "cosine"}}
+HASH_NEUTRAL: dict[str, dict[str, Any]] = {"": {"preset": None}, "data": {"name": None},
+                                           "train": {"schedule": "cosine", "ranking": "auto"}}
 
 PROFILE_MODEL_SIZES: dict[str, dict[str, Any]] = {"smoke": {"enc_layers": 1, "dec_layers": 1, "layers": 1}}
 

@@ -32,7 +32,10 @@ from glasskit.tokenize import SidTable
 
 
 def primary_ranking(ds: Dataset) -> str:
-    """History-masked when users never repeat an item (MovieLens), unmasked otherwise."""
+    """``train.ranking`` when it names one (a published protocol); else history-masked when
+    users never repeat an item (MovieLens), unmasked otherwise."""
+    if ds.cfg.train.ranking != "auto":
+        return ds.cfg.train.ranking
     seqs = ds.seqs
     users = np.repeat(np.arange(seqs.n_users), seqs.lengths)
     pairs = np.unique(users.astype(np.int64) * seqs.n_items + seqs.items)

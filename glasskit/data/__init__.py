@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 
@@ -59,6 +60,8 @@ def load_raw(cfg: Config) -> RawData:
         return sources.load_kuairec(d.data_dir, d.kuairec_matrix, d.duplicates)
     if name == "csv":
         return sources.load_csv(d.data_dir, d.duplicates)
+    if name == "s3rec":
+        return sources.load_s3rec(d.data_dir, d.name)
     if name == "synthetic":
         return synthetic.generate(cfg.synthetic, cfg.seed)
     raise DataError(f"unknown dataset {name!r}")
@@ -139,7 +142,13 @@ class Dataset:
                 raise DataError(f"{self.raw.name}: embed.method {method!r} needs item text, and "
                                 f"the data has none; accepted item inputs: {ACCEPTED}")
             else:
-                self._embeddings = embed_texts(self.texts(), self.cfg.embed, self.cfg.seed)
+                cfg = self.cfg.embed
+                if method == "auto" and self.raw.content == "tokens":
+                    # ids as tokens are not language: TF-IDF weighs each by its rarity (a brand
+                    # or fine category says more about an item than the top category most
+                    # items share), and the SVD keeps embed.dim of the directions
+                    cfg = dataclasses.replace(cfg, method="tfidf")
+                self._embeddings = embed_texts(self.texts(), cfg, self.cfg.seed)
         return self._embeddings
 
     def training_interactions(self) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,8 @@ class RawData:
 
     interactions: columns ``user, item, timestamp`` and optionally ``rating`` or ``label``
         (1 = positive, 0 = exposure negative), in file order.
-    items: column ``item`` plus text columns (``title``, ``genres``, ``year``, ...).
+    items: column ``item`` plus text columns (``title``, ``genres``, ``year``, ...); with
+        ``content="tokens"`` the text is ids as tokens (S3-Rec's attributes), not language.
     embeddings: optional ``(item ids, matrix)`` shipped with the data (synthetic, csv).
     """
 
@@ -29,6 +30,7 @@ class RawData:
     items: pd.DataFrame
     embeddings: tuple[np.ndarray, np.ndarray] | None = None
     notes: tuple[str, ...] = ()
+    content: str = "language"  # the items' text: "language" (titles, ...) or "tokens" (attribute ids)
 
 
 def read_table(path: Path, required: tuple[str, ...], **kwargs) -> pd.DataFrame:

@@ -8,6 +8,9 @@
 - ``kuairec``: ``big_matrix.csv`` or ``small_matrix.csv``, ``item_categories.csv`` and
   ``kuairec_caption_category.csv``; positives are ``watch_ratio > 1`` (GLASS §5.1.1), the other
   rows are kept with ``label = 0`` as exposure negatives.
+- ``s3rec``: the S3-Rec layout of the Amazon 5-core benchmarks (Toys_and_Games,
+  Sports_and_Outdoors, Beauty, ...): ``<name>.txt`` and ``<name>_item2attributes.json`` in
+  ``data_dir`` (see :func:`load_s3rec`).
 - ``csv``: bring your own (see :func:`load_csv`).
 """
 
@@ -36,6 +39,15 @@ ML100K_SHA256 = {
 ML_LATEST_SMALL_SHA256 = {
     "ratings.csv": "80da8b3393dae325bbba5a31f291a6ba55d8d4f4396de3c456f2c1635b1b70e8",
     "movies.csv": "c47b783f23eb304413307e1bb05335e427737da20ec8d3c0e96335567dd5f3dc",
+}
+# the S3-Rec files as RUCAIBox/CIKM2020-S3Rec publishes them (checked when a name matches)
+S3REC_SHA256 = {
+    "Toys_and_Games.txt": "176c680c688d497598c4a89a03b402c0fe78d795e5db335c2e78dd5f2d778a3f",
+    "Toys_and_Games_item2attributes.json":
+        "d371acd25101eedac04afc727626464b7acec770c4eda708705d51eb76eb1ad0",
+    "Sports_and_Outdoors.txt": "2a095e0648872beb9982408958290f5d655db5be2911c3756b5446de9f0b8de2",
+    "Sports_and_Outdoors_item2attributes.json":
+        "7fb10733ac4f1811384a52144cdefa7fcc7536fa80a7232c5da9bd789155c34b",
 }
 _YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
 
@@ -164,6 +176,77 @@ def load_kuairec(data_dir: str | Path, matrix: str = "big", duplicates: str = "d
         cap[["video_id", *text_cols]].rename(columns={"video_id": "item"}), on="item", how="left")
     items[["categories", *text_cols]] = items[["categories", *text_cols]].fillna("").astype(str)
     return RawData("kuairec", inter, items)
+
+
+def load_s3rec(data_dir: str | Path, name: str | None) -> RawData:
+    """The S3-Rec layout (Zhou et al., CIKM 2020), in which the Amazon 5-core benchmarks of
+    TIGER's Table 1 circulate: ``<name>.txt`` holds one user per line, ``user_id item_id
+    item_id ...`` in chronological order (no timestamps: the position is the time), and
+    ``<name>_item2attributes.json`` maps an item id to its attribute ids (categories and brand).
+    Ids are integers. Known files are checked against their published checksums. The items'
+    content is their attribute ids as tokens (``attributes``: ``"a1 a2 a17"``), which
+    ``embed.method: auto`` turns into TF-IDF vectors reduced by a truncated SVD
+    (glasskit.data.embeddings)."""
+    import json
+
+    root = _need_dir(data_dir, "s3rec")
+    if not name:
+        known = sorted({p.stem for p in root.glob("*.txt")})
+        raise DataError(f"dataset 's3rec' needs data.name, the file stem in {root} (e.g. --set "
+                        f"data.name={known[0] if known else 'Toys_and_Games'}; found: "
+                        f"{', '.join(known) or 'no .txt file'})")
+    seq_path, attr_path = root / f"{name}.txt", root / f"{name}_item2attributes.json"
+    for path in (seq_path, attr_path):
+        if not path.is_file():
+            raise DataError(f"{path}: file not found (the S3-Rec layout has {seq_path.name} and "
+                            f"{attr_path.name} side by side)")
+        if path.name in S3REC_SHA256:
+            _verify(path, S3REC_SHA256[path.name])
+    users, items, positions = [], [], []
+    with open(seq_path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the file's final newline
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            raise DataError(f"{seq_path}:{number}: empty line; every line is `user_id item_id ...`")
+        if len(fields) < 2:
+            raise DataError(f"{seq_path}:{number}: user {fields[0]!r} has no item")
+        bad = next((x for x in fields if not x.isdigit()), None)
+        if bad is not None:
+            raise DataError(f"{seq_path}:{number}: {bad!r} is not an integer id; every line is "
+                            "`user_id item_id ...` with integer ids")
+        user, seq = int(fields[0]), [int(x) for x in fields[1:]]
+        users += [user] * len(seq)
+        items += seq
+        positions += range(len(seq))
+    if not users:
+        raise DataError(f"{seq_path}: no user")
+    inter = pd.DataFrame({"user": users, "item": items, "timestamp": positions})
+    dup_users = inter.drop_duplicates("user")["user"]
+    if len(dup_users) != len(lines):
+        raise DataError(f"{seq_path}: a user id appears on more than one line; each user is one line")
+    inter = clean_interactions(inter, str(seq_path), "error")
+    try:
+        attrs = json.loads(attr_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{attr_path}: not valid JSON ({e})") from None
+    if not isinstance(attrs, dict):
+        raise DataError(f"{attr_path}: expected an object {{item_id: [attribute_id, ...]}}")
+    rows = []
+    for key, values in attrs.items():
+        if not key.isdigit() or not isinstance(values, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise DataError(f"{attr_path}: entry {key!r}: expected an integer item id mapped to a "
+                            f"list of integer attribute ids, got {values!r}")
+        rows.append((int(key), " ".join(f"a{v}" for v in values)))
+    items_table = pd.DataFrame(rows, columns=["item", "attributes"])
+    known = np.isin(np.unique(inter["item"].to_numpy()), items_table["item"].to_numpy())
+    if not known.all():
+        warnings.warn(f"{attr_path}: {int((~known).sum())} of {len(known)} items of {seq_path.name} "
+                      "have no attributes", stacklevel=2)
+    return RawData(f"s3rec/{name}", inter, items_table, content="tokens")
 
 
 def load_csv(data_dir: str | Path, duplicates: str = "drop") -> RawData:
