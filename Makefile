@@ -6,7 +6,7 @@ PROFILE ?= quick
 DATASET ?=          # empty: the profile's own dataset (quick: ml-100k, smoke: synthetic)
 ARGS    ?=          # more `glasskit reports` options, e.g. --param 04:gems_streams=[]
 
-.PHONY: reports test lint bench strip report-refresh clean-venv compare
+.PHONY: reports test lint bench strip report-refresh clean-venv compare reproduce
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or make PYTHON=/path/to/python3.11)"; exit 1; }
@@ -40,8 +40,21 @@ report-refresh: $(VENV)/.installed
 # The comparison under the shared convergence budget (hours on 2 CPU cores; rerun to resume):
 # every row on every training position to convergence, 3 seeds on ml-100k, then ml-latest-small
 compare: $(VENV)/.installed
-	$(PY) -m glasskit sweep --profile converge --datasets ml-100k,ml-latest-small --seeds 0,1,2 \
+	$(PY) -m glasskit sweep --profile converge --seeds 0,1,2 \
+	  --datasets ml-100k,ml-latest-small=../shared/data/ml-latest-small \
 	  --out reports/comparison.md
+
+# TIGER and SASRec (3 seeds) and GLASS on Amazon Toys, then 1 seed on Sports, under TIGER Table 1's
+# protocol at CPU size (hours on 2 CPU cores; rerun to resume), then notebook 07 over those runs
+AMAZON ?= ../shared/data/amazon-s3rec
+reproduce: $(VENV)/.installed
+	$(PY) -m glasskit sweep --profile s3rec --data-dir $(AMAZON) --set data.name=Toys_and_Games \
+	  --rows tiger,sasrec,glass:sidtier+shs,glass:sidtier+shs+cr --seeds 0,1,2 --against sasrec \
+	  --out reports/reproduction-toys.md
+	$(PY) -m glasskit sweep --profile s3rec --data-dir $(AMAZON) --set data.name=Sports_and_Outdoors \
+	  --rows tiger,sasrec --seeds 0 --against sasrec --out reports/reproduction-sports.md
+	$(PY) -m glasskit reports --profile s3rec --only 07 --out reports \
+	  --param '07:names=[Toys_and_Games, Sports_and_Outdoors]' --param '07:seeds=[0]'
 
 bench: $(VENV)/.installed
 	$(PY) bench/run_all.py

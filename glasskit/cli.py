@@ -164,15 +164,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise GlasskitError(f"--out {out}: exists and is not a table a sweep wrote; nothing was "
                             "changed. Choose another --out")
     rows = [(r.split(":")[0], r.split(":")[1] if ":" in r else None) for r in args.rows.split(",")]
-    datasets, seeds = args.datasets.split(","), _int_list(args.seeds, "--seeds")
+    datasets = [tuple(d.partition("=")[::2]) for d in args.datasets.split(",")] if args.datasets else [
+        (None, "")]
+    seeds = _int_list(args.seeds, "--seeds")
     jobs = [(seed, dataset, model, variant) for seed in seeds for dataset in datasets
             for model, variant in rows]
     done: list[str] = []
     for n, (seed, dataset, model, variant) in enumerate(jobs, 1):
-        cfg = configure(args.profile, dataset, None, seed, model=model, variant=variant,
-                        preset=args.preset)
-        print(f"[{n}/{len(jobs)}] {dataset} seed {seed} {model}{':' + variant if variant else ''}",
-              flush=True)
+        name, folder = dataset
+        cfg = configure(args.profile, name, folder or args.data_dir, seed, model=model, variant=variant,
+                        preset=args.preset, explicit=_overrides(args.set))
+        print(f"[{n}/{len(jobs)}] {cfg.data.dataset}{'/' + cfg.data.name if cfg.data.name else ''} "
+              f"seed {seed} {model}{':' + variant if variant else ''}", flush=True)
         run = train(cfg, progress=not args.quiet)
         done.append(str(run.path))
         text = []
@@ -297,7 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--profile", default="converge", choices=PROFILES)
     sw.add_argument("--preset", default=None, choices=("paper",),
                     help="each model at its paper's own sizes and tokenizer")
-    sw.add_argument("--datasets", default="ml-100k")
+    sw.add_argument("--datasets", default=None, metavar="NAME[=DIR],...",
+                    help="comma-separated, each with its folder where it needs one, e.g. "
+                         "ml-100k,ml-latest-small=../shared/data/ml-latest-small (default: the "
+                         "profile's own)")
+    sw.add_argument("--data-dir", default=None, help="the folder of datasets given without one")
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config value for every run, e.g. --set data.name=Toys_and_Games")
     sw.add_argument("--seeds", default="0,1,2")
     sw.add_argument("--rows", default=COMPARISON_ROWS, help="model[:variant],...")
     sw.add_argument("--against", default="tiger,sasrec", help="reference rows of the paired tests")

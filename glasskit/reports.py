@@ -41,7 +41,12 @@ class ReportResult:
 
 
 def find_notebooks(folder: Path = NOTEBOOKS, only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks of ``folder``, or those ``only`` names. Without ``only``, a
+    notebook whose metadata says ``glasskit.default: false`` (07, the hours-long reproduction)
+    is left out of the main command."""
     books = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    if not only:
+        books = [p for p in books if _in_default(p)]
     if only:
         wanted = {o.strip().zfill(2) for o in only if o.strip()}
         unknown = wanted - {p.name[:2] for p in books}
@@ -51,6 +56,13 @@ def find_notebooks(folder: Path = NOTEBOOKS, only: list[str] | None = None) -> l
     if not books:
         raise GlasskitError(f"no notebooks found in {folder}")
     return books
+
+
+def _in_default(path: Path) -> bool:
+    import json
+
+    meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+    return meta.get("glasskit", {}).get("default", True)
 
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"

@@ -112,7 +112,8 @@ def group_runs(runs: list[str | Run], split: str = "test", skip_unfinished: bool
                 continue
             raise GlasskitError(f"{run.path}: no {split!r} metrics (unfinished run?)")
         cfg = run.config
-        key = (cfg.data.dataset, row_label(run), cfg.replace(seed=0).hash())
+        dataset = cfg.data.dataset + (f"/{cfg.data.name}" if cfg.data.name else "")
+        key = (dataset, row_label(run), cfg.replace(seed=0).hash())
         groups.setdefault(key, []).append({**m, "seed": cfg.seed, "run": str(run.path)})
     labels = [(d, lab) for d, lab, _ in groups]
     out = {}
