@@ -57,7 +57,11 @@ def evaluate_samples(model, batcher: Batcher, split: str, cfg: Config, masked: b
     model with several branches (DualGR) they follow the merged ranking (glasskit.ranking:
     merged beams, the best-scoring greedy path, each code's best probability over branches).
     Also returns each sample's target rank (1-based in the top max(K), 0 when not there), what
-    paired tests read."""
+    paired tests read.
+
+    Under torch.distributed (``torchrun``) every rank takes its share of the evaluation batches
+    (batch b to rank b mod world, so each batch holds the samples it holds in one process) and
+    the per-sample results are gathered on every rank: the metrics equal one process's."""
     was_training = model.training
     model.eval()
     t = cfg.train
@@ -65,31 +69,49 @@ def evaluate_samples(model, batcher: Batcher, split: str, cfg: Config, masked: b
     full = full and kind == "sid"
     index = batcher.table.index(batcher.device) if kind == "sid" else None
     n = len(batcher.ds.splits[split])
-    ranked, targets, beams, greedy, argmax, gold = [], [], [], [], [], []
-    for start in range(0, n, t.eval_batch_size):
-        idx = np.arange(start, min(n, start + t.eval_batch_size))
+    rank_, world = _rank_world()
+    starts = list(range(0, n, t.eval_batch_size))
+    parts: dict[int, dict[str, Any]] = {}
+    for b in range(rank_, len(starts), world):
+        idx = np.arange(starts[b], min(n, starts[b] + t.eval_batch_size))
         batch = batcher.batch(split, idx)
         seen = batcher.seen(split, idx) if masked else None
         res = rank(model, kind, batch, index, beam_for(cfg, batcher.ds), max(t.ks), seen=seen)
-        ranked.append(res.items.cpu().numpy())
-        targets.append(batch["target_item"].cpu().numpy())
+        part = {"ranked": res.items.cpu().numpy(), "targets": batch["target_item"].cpu().numpy()}
         if full:
-            beams.append([b.cpu().numpy() for b in res.trace])
-            greedy.append(greedy_codes(model, batch, index).cpu().numpy())
-            argmax.append(teacher_forced_codes(model, batch).cpu().numpy())
-            gold.append(batch["target"].cpu().numpy())
-    ranked, targets = np.concatenate(ranked), np.concatenate(targets)
+            part["beams"] = [x.cpu().numpy() for x in res.trace]
+            part["greedy"] = greedy_codes(model, batch, index).cpu().numpy()
+            part["argmax"] = teacher_forced_codes(model, batch).cpu().numpy()
+            part["gold"] = batch["target"].cpu().numpy()
+        parts[b] = part
+    if world > 1:
+        gathered: list[dict[int, dict[str, Any]] | None] = [None] * world
+        torch.distributed.all_gather_object(gathered, parts)
+        parts = {b: p for shard in gathered for b, p in shard.items()}
+    parts_in_order = [parts[b] for b in range(len(starts))]
+    ranked = np.concatenate([p["ranked"] for p in parts_in_order])
+    targets = np.concatenate([p["targets"] for p in parts_in_order])
     out: dict[str, Any] = ranking_metrics(ranked, targets, tuple(t.ks))
     if full:
+        beams = [p["beams"] for p in parts_in_order]
         trace = [np.concatenate([b[d] for b in beams]) for d in range(len(beams[0]))]
-        gold_codes = np.concatenate(gold)
-        out["acc"] = level_accuracy(np.concatenate(argmax), gold_codes)
-        out["precision"] = inference_precision(np.concatenate(greedy), gold_codes)
+        gold_codes = np.concatenate([p["gold"] for p in parts_in_order])
+        out["acc"] = level_accuracy(np.concatenate([p["argmax"] for p in parts_in_order]), gold_codes)
+        out["precision"] = inference_precision(np.concatenate([p["greedy"] for p in parts_in_order]),
+                                               gold_codes)
         c = crp(trace, gold_codes)
         out["crp"], out["crp_eligible"], out["crp_hit"] = c["crp"], c["eligible"], c["hit"]
         out["hrecall"] = hierarchical_recall(trace, gold_codes)
     model.train(was_training)
     return out, target_ranks(ranked, targets)
+
+
+def _rank_world() -> tuple[int, int]:
+    """This process's rank and the world size under torch.distributed, else (0, 1)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def beam_for(cfg: Config, ds: Dataset) -> int:

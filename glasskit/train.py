@@ -130,7 +130,11 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
     path = Path(out) if out else None
     if path is not None and rank == 0:
         check_run_folder(path, replace=not resume)  # before any work: a wrong --out fails fast
+    if world > 1 and rank > 0:
+        dist.barrier()  # rank 0 prepares the data first: the others read its caches
     ds, table = load(cfg)
+    if world > 1 and rank == 0:
+        dist.barrier()
     path = path or runs_root() / run_name(cfg, cfg.model.name, ds.fingerprint)
     lock = run_lock(path) if rank == 0 else contextlib.nullcontext()
     with lock:
@@ -218,8 +222,8 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
             per_epoch * seen_samples * world / len(ds.splits[train_split]))
         record = {"epoch": epoch + 1, "loss": float(total_loss) / max(1, seen_samples),
                   "lr": sched.get_last_lr()[0], "train_seconds": time.time() - t0}
+        valid = evaluate(model, batcher, "valid", cfg, masked)  # every rank its share of users
         if rank == 0:
-            valid = evaluate(model, batcher, "valid", cfg, masked)
             record.update({f"valid_{k}": v for k, v in valid.items()})
             state["history"].append(record)
             score = valid["ndcg@10"]
@@ -247,13 +251,15 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
         if stop_after is not None and state["epoch"] >= stop_after:
             raise Interrupted(f"stopped after epoch {state['epoch']}")
 
+    if world > 1:
+        dist.barrier()  # rank 0 has written best.pt
+    if rank == 0 and progress:
+        print(_stop_reason(state, cfg), flush=True)
+    final = load_checkpoint(path / "best.pt", cfg, device, ds.fingerprint)
+    model.load_state_dict(final["model"])
+    metrics, ranks = final_metrics(model, batcher, cfg, ds)  # every rank its share of users
     if rank == 0:
-        if progress:
-            print(_stop_reason(state, cfg), flush=True)
-        final = load_checkpoint(run.path / "best.pt", cfg, device, ds.fingerprint)
-        model.load_state_dict(final["model"])
         best_epoch = final["state"]["epoch"] - final["state"]["bad"]
-        metrics, ranks = final_metrics(model, batcher, cfg, ds)
         save_npz(run.path / "ranks.npz", **ranks)
         run.log_metrics(**metrics, history=state["history"], epochs_run=state["epoch"],
                         train_seconds=state["seconds"], world_size=world,

@@ -96,17 +96,28 @@ def test_cli_train_and_evaluate(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_on_gloo_with_two_processes(tmp_path):
+def test_ddp_on_gloo_with_two_processes(tmp_path, monkeypatch):
     env = {**os.environ, "GLASSKIT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "glasskit", "train",
            "--dataset", "synthetic", "--profile", "smoke", "--epochs", "2", "--device", "cpu",
-           "--out", str(tmp_path / "ddp"), "--quiet"]
+           "--set", "train.eval_batch_size=16", "--out", str(tmp_path / "ddp"), "--quiet"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    m = Run(tmp_path / "ddp").metrics()
+    run = Run(tmp_path / "ddp")
+    m = run.metrics()
     assert m["world_size"] == 2 and m["epochs_run"] == 2
     assert 0 <= m["test"]["masked"]["hit@20"] <= 1
+    # the two ranks evaluated two batches of 16 users each; one process gives the same metrics
+    # (every level metric included) and the same per-user ranks
+    from glasskit.evaluation import final_metrics, load_run_model
+
+    monkeypatch.setenv("GLASSKIT_CACHE", env["GLASSKIT_CACHE"])
+    model, batcher, _, cfg = load_run_model(run, "cpu")
+    alone, ranks = final_metrics(model, batcher, cfg, batcher.ds)
+    assert alone["test"] == m["test"] and alone["valid"] == m["valid"]
+    kept = run.ranks()
+    assert all(np.array_equal(kept[k], ranks[k]) for k in ranks)
 
 
 def test_evaluation_ranks_in_fp32_whatever_the_training_autocast(tmp_path):
