@@ -6,7 +6,7 @@ PROFILE ?= quick
 DATASET ?=          # empty: the profile's own dataset (quick: ml-100k, smoke: synthetic)
 ARGS    ?=          # more `glasskit reports` options, e.g. --param 04:gems_streams=[]
 
-.PHONY: reports test lint bench strip report-refresh clean-venv compare reproduce
+.PHONY: reports test lint bench strip report-refresh clean-venv compare reproduce gpu-prep gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or make PYTHON=/path/to/python3.11)"; exit 1; }
@@ -55,6 +55,14 @@ reproduce: $(VENV)/.installed
 	  --rows tiger,sasrec --seeds 0 --against sasrec --out reports/reproduction-sports.md
 	$(PY) -m glasskit reports --profile s3rec --only 07 --out reports \
 	  --param '07:names=[Toys_and_Games, Sports_and_Outdoors]' --param '07:seeds=[0]'
+
+# The GPU check (bench/gpu_check.py). On a GPU machine with network and this .venv: make gpu-check.
+# For one without network (its own torch): make gpu-prep here, carry .gpu-prep/ with the tree and
+# run `bash bench/gpu_check.sh` there.
+gpu-prep: $(VENV)/.installed
+	$(PY) bench/gpu_prep.py
+gpu-check: $(VENV)/.installed
+	$(PY) bench/gpu_check.py
 
 bench: $(VENV)/.installed
 	$(PY) bench/run_all.py

@@ -68,9 +68,20 @@ def autocast(device: torch.device, amp: str):
 
 def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
     """AdamW over every parameter (fused kernels on CUDA)."""
-    fused = next(model.parameters()).device.type == "cuda"
-    return torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
-                             weight_decay=cfg.train.weight_decay, fused=fused or None)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                             fused=fused_adamw(next(model.parameters()).device))
+
+
+def fused_adamw(device: torch.device) -> bool | None:
+    """AdamW's fused kernels on CUDA (one launch for every parameter); torch's default
+    elsewhere."""
+    return True if device.type == "cuda" else None
+
+
+def rank_device(device: torch.device, local_rank: int) -> torch.device:
+    """The device of one process of a distributed run: its own GPU on CUDA (``LOCAL_RANK``),
+    else ``device`` (gloo on CPU)."""
+    return torch.device("cuda", local_rank) if device.type == "cuda" else device
 
 
 def train_step(net: torch.nn.Module, batch: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
@@ -120,8 +131,8 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
     rank, world, local_rank = _dist_info()
     device = resolve_device(cfg.train.device)
     if world > 1:
+        device = rank_device(device, local_rank)
         if device.type == "cuda":
-            device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
