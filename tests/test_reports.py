@@ -203,7 +203,10 @@ def test_notebooks_04_to_06_on_smoke_record_their_figures(tmp_path, monkeypatch)
     monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("GLASSKIT_RUNS", str(tmp_path / "runs"))
     out = tmp_path / "out"
-    build_reports({"profile": "smoke"}, out, only=["04", "05", "06"])
+    every = {"first_codebooks": None,  # off in the main command, every section on here
+             "gems_fusions": ["sum", "gate", "concat_memory", "concat_tokens"],
+             "gems_streams": ["recent-only", "no-mid", "no-lifecycle"], "gems_budget": {}}
+    build_reports({"profile": "smoke"}, out, only=["04", "05", "06"], per_notebook={"04": every})
     g = read_records(out / "04_gates_and_attention_streams.ipynb")
     assert set(g["runs"]) == {"[16, 8, 8]", "[8, 8, 8]"}  # Figure 4: twice the first level, and it
     for name in g["runs"]:

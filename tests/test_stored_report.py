@@ -26,7 +26,7 @@ from conftest import ROOT
 import glasskit as gk
 from glasskit.data import prepare
 from glasskit.notebook import MIME, read_records
-from glasskit.reports import build_reports
+from glasskit.reports import build_reports, find_notebooks
 
 STORED = ROOT / "tests" / "stored_report"
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|\b(?:nan|NaN|inf|None|null)\b")
@@ -185,8 +185,7 @@ def check_records(stored: dict[str, dict], fresh: dict[str, dict]) -> None:
 @pytest.mark.slow
 def test_stored_smoke_report_has_the_shape_of_a_fresh_one(tmp_path, monkeypatch):
     books = sorted(STORED.glob("[0-9][0-9]_*.ipynb"))
-    assert [b.name for b in books] == sorted(
-        p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert [b.name for b in books] == [p.name for p in find_notebooks()]  # the main command's
     monkeypatch.setenv("GLASSKIT_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as `make report-refresh` builds it
