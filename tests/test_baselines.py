@@ -109,6 +109,13 @@ def test_entp_scores_each_negative_under_the_window_its_own_code_routes_to():
     assert not torch.isclose(p_short, p_long)  # the two windows disagree, so routing matters
     expected = (pos + 2 * 0.1 * -torch.log1p(-p_short)) / 3
     torch.testing.assert_close(loss, expected)
+    one = _dualgr(dbr=False)  # w/o DBR every tuple reads the long window, as the positive does
+    _routing_case(one)
+    with torch.no_grad():
+        logits = one({"hist": hist, "target": target})
+        p_long = logits[0].softmax(-1)[0, 1]
+        expected = (sid_loss(logits, target) + 2 * 0.1 * -torch.log1p(-p_long)) / 3
+        torch.testing.assert_close(one(batch, loss=True), expected)
 
 
 def test_dualgr_diagnostics_do_not_read_the_target_to_pick_a_branch():

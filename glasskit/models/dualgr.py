@@ -16,9 +16,13 @@ search-based SID decoding and an exposure-aware loss, on an encoder-free decoder
   each beam's generated one at inference); an empty search falls back to the routed window.
   Without S2D they read the routed window too.
 - ENTP loss (eq. 10): next-token cross-entropy on every level of the positives, plus
-  ``alpha · -log(1 - p1)`` for exposure negatives, p1 the level-1 probability of the negative's
-  first code under the same context; averaged over positives and negatives. Without negatives
-  in the data (MovieLens unless ``data.min_rating`` sets the proxy) it is plain NTP.
+  ``alpha · -log(1 - p1)`` for exposure negatives; each negative is its own tuple: p1 is the
+  level-1 probability of its first code with the sample's history routed by that code (eq. 5);
+  the sum is divided by the number of positives and negatives (``loss_weights`` says what that
+  gives each term). Without negatives in the data (MovieLens unless ``data.min_rating`` sets the
+  proxy) it is plain NTP, and the ``no-entp`` row is refused there.
+- Diagnostics (acc_i, P_i, CRP, Hrecall) follow the merged ranking, never the label's route
+  (glasskit.ranking).
 
 Ablation rows (dualgr.md Table 2): ``no-dbr`` (long branch only), ``no-s2d``, ``no-entp``.
 Shapes: B samples, U kept history, L levels, N decoder rows (B·beams), d width.
@@ -208,14 +212,19 @@ class DualGR(SidDecoder):
         negatives = batch.get("negatives") if self.entp else None
         if negatives is None or not (negatives >= 0).any():
             return sid_loss(logits, batch["target"])
-        return self.entp_loss(logits, batch["target"], self.negative_level1(state, negatives),
-                              negatives >= 0)
+        return self.entp_loss(logits, batch["target"],
+                              self.negative_level1(state, negatives, logits[0]), negatives >= 0)
 
-    def negative_level1(self, state: dict, negatives: torch.Tensor) -> torch.Tensor:
+    def negative_level1(self, state: dict, negatives: torch.Tensor,
+                        first_logits: torch.Tensor | None = None) -> torch.Tensor:
         """(B, M) each exposure negative's level-1 probability p_i^(1) as its own tuple of eq. 10:
         the sample's history (the negatives were exposed at the target's request) routed by
-        the negative's own level-1 code (eq. 5), read by the first decoder position."""
+        the negative's own level-1 code (eq. 5), read by the first decoder position. With one
+        branch every tuple reads the long window, as the positive did: its level-1 logits
+        ``first_logits`` serve."""
         codes = self.first_codes[negatives.clamp_min(0)]  # (B, M)
+        if len(self.branches) == 1 and first_logits is not None:
+            return first_logits.float().softmax(-1).gather(1, codes)
         B = codes.shape[0]
         start = self.decoder_input(codes.new_zeros(B, 0))  # BOS alone
         probs = {}
