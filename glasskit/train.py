@@ -187,7 +187,7 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
     masked = primary_ranking(ds) == "masked"
     if rank == 0 and isinstance(model, WeighsLoss):
         _say_loss_weights(model, batcher, train_split, cfg, run)
-    state = {"epoch": 0, "best": -1.0, "bad": 0, "history": [], "seconds": 0.0}
+    state = {"epoch": 0, "best": -1.0, "bad": 0, "history": [], "seconds": 0.0, "targets": 0}
     if world > 1:
         path_box = [str(run.path) if run else None]
         dist.broadcast_object_list(path_box, src=0)
@@ -198,6 +198,7 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
         opt.load_state_dict(ckpt["opt"])
         sched.load_state_dict(ckpt["sched"])
         state = ckpt["state"]
+        state.setdefault("targets", None)  # a run made before targets were counted: unknown
         done = state["epoch"] >= cfg.train.epochs or state["bad"] >= cfg.train.patience
         if done and world == 1 and "test" in run.metrics() and (run.path / "ranks.npz").is_file():
             return run  # a finished run: reuse it (one without per-user results is evaluated again)
@@ -229,8 +230,8 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
                 bar.set_postfix(loss=f"{float(total_loss) / seen_samples:.3f}")
         _stop_if_diverged(first_bad, epoch, steps_per_epoch, cfg, state)
         state["seconds"] += time.time() - t0
-        state["targets"] = state.get("targets", 0) + round(  # target positions predicted
-            per_epoch * seen_samples * world / len(ds.splits[train_split]))
+        if state["targets"] is not None:  # target positions predicted
+            state["targets"] += round(per_epoch * seen_samples * world / len(ds.splits[train_split]))
         record = {"epoch": epoch + 1, "loss": float(total_loss) / max(1, seen_samples),
                   "lr": sched.get_last_lr()[0], "train_seconds": time.time() - t0}
         valid = evaluate(model, batcher, "valid", cfg, masked)  # every rank its share of users
@@ -274,7 +275,7 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
         save_npz(run.path / "ranks.npz", **ranks)
         run.log_metrics(**metrics, history=state["history"], epochs_run=state["epoch"],
                         train_seconds=state["seconds"], world_size=world,
-                        train_targets=state.get("targets"),
+                        train_targets=state["targets"],
                         parameters=sum(p.numel() for p in model.parameters()),
                         device=str(device), train_precision=train_precision(device, cfg.train.amp),
                         best_epoch=best_epoch, **({"best_stage": model.stage_at(best_epoch - 1)}

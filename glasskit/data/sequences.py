@@ -70,18 +70,27 @@ def positive_filter(interactions: pd.DataFrame, min_rating: float | None = None)
     return interactions.loc[keep]
 
 
+def sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct values sorted, each value's index among them): ``np.unique(values,
+    return_inverse=True)`` by a hash factorisation, linear in ``len(values)``."""
+    codes, uniques = pd.factorize(values, sort=True)
+    return np.asarray(uniques, dtype=values.dtype), codes.astype(np.int64)
+
+
 def build_sequences(interactions: pd.DataFrame, min_interactions: int = 3) -> Sequences:
     """Sort per user by timestamp (ties keep file order: a stable sort), drop short users,
     re-index items to ``0..n_items-1`` in sorted order of their original ids."""
     if len(interactions) == 0:
         raise DataError("no interactions left after the positive filter")
-    users = interactions["user"].to_numpy()
+    # ids (text or numbers) become integer codes in the sorted order of the ids by hashing, which
+    # sorts only the distinct ids: sorting millions of text ids grows worse than linearly
+    user_ids, users = sorted_codes(interactions["user"].to_numpy())
     ts = interactions["timestamp"].to_numpy()
     # lexsort is stable: equal (user, timestamp) keys keep their row order in the file.
     order = np.lexsort((ts, users))
-    users, ts = users[order], ts[order]
+    ts = ts[order]
     items = interactions["item"].to_numpy()[order]
-    user_ids, starts, counts = np.unique(users, return_index=True, return_counts=True)
+    counts = np.bincount(users, minlength=len(user_ids))
     keep_user = counts >= min_interactions
     dropped = int((~keep_user).sum())
     if dropped:
@@ -92,7 +101,7 @@ def build_sequences(interactions: pd.DataFrame, min_interactions: int = 3) -> Se
     row_keep = np.repeat(keep_user, counts)
     items, ts = items[row_keep], ts[row_keep]
     counts = counts[keep_user]
-    item_ids, item_index = np.unique(items, return_inverse=True)
+    item_ids, item_index = sorted_codes(items)
     return Sequences(
         items=item_index.astype(np.int64),
         timestamps=ts,
@@ -131,11 +140,10 @@ def exposure_negatives(interactions: pd.DataFrame, positives: pd.DataFrame,
                        seqs: Sequences) -> Negatives:
     """The rows of ``interactions`` that are not in ``positives`` (same index), as Negatives."""
     neg = interactions.drop(index=positives.index)
-    u = np.searchsorted(seqs.user_ids, neg["user"].to_numpy())
-    i = np.searchsorted(seqs.item_ids, neg["item"].to_numpy())
-    ok = ((u < seqs.n_users) & (i < seqs.n_items))
-    ok &= (seqs.user_ids[np.minimum(u, seqs.n_users - 1)] == neg["user"].to_numpy())
-    ok &= (seqs.item_ids[np.minimum(i, seqs.n_items - 1)] == neg["item"].to_numpy())
+    # hash lookups (-1: a user or item without positives), linear in the negatives
+    u = pd.Index(seqs.user_ids).get_indexer(neg["user"].to_numpy())
+    i = pd.Index(seqs.item_ids).get_indexer(neg["item"].to_numpy())
+    ok = (u >= 0) & (i >= 0)
     u, i, ts = u[ok], i[ok], neg["timestamp"].to_numpy()[ok]
     order = np.lexsort((ts, u))
     counts = np.bincount(u, minlength=seqs.n_users)

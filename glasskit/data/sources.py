@@ -242,7 +242,7 @@ def load_s3rec(data_dir: str | Path, name: str | None) -> RawData:
                             f"list of integer attribute ids, got {values!r}")
         rows.append((int(key), " ".join(f"a{v}" for v in values)))
     items_table = pd.DataFrame(rows, columns=["item", "attributes"])
-    known = np.isin(np.unique(inter["item"].to_numpy()), items_table["item"].to_numpy())
+    known = np.isin(pd.unique(inter["item"].to_numpy()), items_table["item"].to_numpy())
     if not known.all():
         warnings.warn(f"{attr_path}: {int((~known).sum())} of {len(known)} items of {seq_path.name} "
                       "have no attributes", stacklevel=2)
@@ -274,7 +274,7 @@ def load_csv(data_dir: str | Path, duplicates: str = "drop") -> RawData:
         items = items.rename(columns={"item_id": "item"})
         text = [c for c in items.columns if c != "item"]
         items[text] = items[text].fillna("").astype(str)
-        known = np.isin(np.unique(inter["item"].to_numpy()), items["item"].to_numpy())
+        known = np.isin(pd.unique(inter["item"].to_numpy()), items["item"].to_numpy())
         if not known.any():
             raise DataError(f"{root / 'items.csv'}: no item_id matches an item of {path} (ids are "
                             f"matched as text), e.g. {items['item'].iloc[:3].tolist()} vs "
@@ -283,7 +283,7 @@ def load_csv(data_dir: str | Path, duplicates: str = "drop") -> RawData:
             warnings.warn(f"{root / 'items.csv'}: {int((~known).sum())} of {len(known)} items of "
                           f"{path.name} have no row here", stacklevel=2)
     else:
-        items = pd.DataFrame({"item": np.unique(inter["item"].to_numpy())})
+        items = pd.DataFrame({"item": np.sort(pd.unique(inter["item"].to_numpy()))})
     embeddings = None
     emb_path = root / "item_embeddings.npy"
     if emb_path.exists():
