@@ -427,7 +427,8 @@ def _set(cfg: Config, dotted: str, value: Any) -> None:
 # settings added after runs were stored, left out of the config hash at their default so that
 # those runs keep their names
 HASH_NEUTRAL: dict[str, dict[str, Any]] = {"": {"preset": None}, "data": {"name": None},
-                                           "train": {"schedule": "cosine", "ranking": "auto"}}
+                                           "train": {"schedule": "cosine", "ranking": "auto"},
+                                           "model": {"align_items": "catalogue"}}
 
 PROFILE_MODEL_SIZES: dict[str, dict[str, Any]] = {"smoke": {"enc_layers": 1, "dec_layers": 1, "layers": 1}}
 

@@ -159,3 +159,12 @@ def test_converge_profile_is_one_budget_for_every_model():
     payload = json.dumps({k: d[k] for k in sorted(d)}, sort_keys=True, separators=(",", ":"))
     assert quick.hash() == hashlib.sha256(payload.encode()).hexdigest()[:16]
     assert quick.hash() != quick.replace(**{"train.schedule": "constant"}).hash()
+    intrr = gk.configure("quick", model="intrr")
+    d = intrr.to_dict()
+    for section, key in (("train", "schedule"), ("train", "ranking"), ("data", "name"),
+                         ("model", "align_items")):
+        del d[section][key]
+    del d["preset"]
+    payload = json.dumps({k: d[k] for k in sorted(d)}, sort_keys=True, separators=(",", ":"))
+    assert intrr.hash() == hashlib.sha256(payload.encode()).hexdigest()[:16]
+    assert intrr.hash() != intrr.replace(**{"model.align_items": "batch"}).hash()

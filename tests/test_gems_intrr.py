@@ -7,6 +7,7 @@ from conftest import decode_steps
 
 import glasskit as gk
 from glasskit.decode import beam_search
+from glasskit.errors import ConfigError
 from glasskit.models.gems import GemsDecoderLayer, IndexerBlock
 from glasskit.models.intrr import RAN, IntRR
 from glasskit.models.layers import EncoderLayer, attend_mask
@@ -293,3 +294,33 @@ def test_intrr_table_4_rows_switch_what_they_name(variant):
         torch.testing.assert_close(lg[0], lg_base[0])
         assert not torch.allclose(lg[1], lg_base[1])
     assert torch.isfinite(loss)
+
+
+def test_intrr_alignment_over_the_batch_items_reaches_only_those_items():
+    """``model.align_items = "batch"`` (issue 19, 7): L_aln averages eq. 8 over the items a batch
+    holds, so an item outside the batch gets no gradient; ``catalogue`` reaches every item."""
+    grads, losses = {}, {}
+    for mode in ("catalogue", "batch"):
+        cfg = gk.configure("smoke", model="intrr", **{"model.align_items": mode})
+        ds, table = load(cfg)
+        torch.manual_seed(0)
+        model, batcher = model_and_batcher(cfg, ds, table, "cpu")
+        batch = batcher.batch("train", np.arange(4))
+        model.eval()
+        loss = model(batch, loss=True)
+        loss.backward()
+        grads[mode], losses[mode] = model.uid.weight.grad.norm(dim=-1), loss.detach()
+        seq = batch["seq"]
+        inside = torch.unique(torch.cat([seq[seq >= 0], batch["target_item"]]))
+        state = model.encode(batch)
+        hand = sum(torch.nn.functional.cross_entropy(lg[inside], model.item_codes[inside, i])
+                   for i, lg in enumerate(state["item_logits"]))
+        if mode == "batch":
+            torch.testing.assert_close(model.align_loss(state, batch), hand)
+    outside = torch.ones(len(grads["batch"]), dtype=torch.bool)
+    outside[inside] = False
+    assert outside.any() and (grads["batch"][outside] == 0).all()
+    assert (grads["catalogue"][outside] > 0).all()
+    assert not torch.isclose(losses["batch"], losses["catalogue"])
+    with pytest.raises(ConfigError, match="align_items"):
+        gk.configure("smoke", model="intrr", **{"model.align_items": "items"})

@@ -11,9 +11,11 @@ the user side, so that the backbone reads one token per item instead of L flatte
 - User side (eq. 9-10): a Transformer backbone over the history's E_i (one token per item, with
   positions) gives h_u (the most recent position); the RAN decodes the target's SID from h_u with
   teacher forcing, L_rec = -Σ_l log p_l(c_l).
-- Joint loss (eq. 11): L_rec + λ L_aln. Inference: one backbone pass, then beam search over the
-  RAN alone (constrained to existing SIDs): level l's logits depend only on h_u and the beam's
-  codes so far.
+- Joint loss (eq. 11): L_rec + λ L_aln. Eq. 8 sums L_aln over the item set I: ``align_items =
+  "catalogue"`` (the default) averages it over every item each step; ``"batch"`` over the items the
+  batch holds (its histories and targets), the usual mini-batch estimate.
+- Inference: one backbone pass, then beam search over the RAN alone (constrained to existing
+  SIDs): level l's logits depend only on h_u and the beam's codes so far.
 
 Ablation rows (intrr.md Table 4): ``no-user-tf`` (the user side decodes in redistribution mode
 during training too), ``no-aln`` (λ = 0), ``no-redistribution`` (the item side looks up its SID
@@ -41,6 +43,7 @@ class IntrrConfig:
     user_tf: bool = True  # user side trained with teacher forcing (ground-truth context z_<l)
     redistribution: bool = True  # item side in redistribution mode (else a lookup of its SID path)
     shared_ran: bool = True  # one RAN for both sides (else an independent one for the user side)
+    align_items: str = "catalogue"  # L_aln over every item ("catalogue", eq. 8) or the batch's items
 
     def validate(self) -> None:
         if not isinstance(self.layers, int) or self.layers < 1:
@@ -49,6 +52,9 @@ class IntrrConfig:
             raise ConfigError(f"model.max_len must be a positive integer or null, got {self.max_len!r}")
         if not (isinstance(self.align_weight, float | int) and self.align_weight >= 0):
             raise ConfigError(f"model.align_weight must be non-negative, got {self.align_weight!r}")
+        if self.align_items not in ("catalogue", "batch"):
+            raise ConfigError(f"model.align_items must be 'catalogue' (eq. 8: every item) or 'batch' "
+                              f"(the batch's history and target items), got {self.align_items!r}")
 
 
 INTRR_VARIANTS: dict[str, dict] = {
@@ -113,10 +119,12 @@ class IntRR(nn.Module):
     def __init__(self, sizes: list[int], item_codes: torch.Tensor, max_len: int, d: int = 64,
                  heads: int = 4, head_dim: int = 16, ff: int = 128, layers: int = 2,
                  dropout: float = 0.1, attn_dropout: float = 0.0, align_weight: float = 0.1,
-                 user_tf: bool = True, redistribution: bool = True, shared_ran: bool = True):
+                 user_tf: bool = True, redistribution: bool = True, shared_ran: bool = True,
+                 align_items: str = "catalogue"):
         super().__init__()
         self.sizes, self.levels, self.max_len, self.d = list(sizes), len(sizes), max_len, d
         self.align_weight, self.user_tf, self.redistribution = align_weight, user_tf, redistribution
+        self.align_items = align_items
         self.register_buffer("item_codes", item_codes, persistent=False)  # (V, L) static SIDs
         self.uid = nn.Embedding(len(item_codes), d)  # e_uid: the collaborative guidance
         nn.init.normal_(self.uid.weight, std=d ** -0.5)
@@ -146,7 +154,7 @@ class IntRR(nn.Module):
         m = cfg.model
         return cls(sizes, inputs["item_codes"], cls.window(cfg), m.d_model, m.heads, m.head_dim,
                    m.ff, m.layers, m.dropout, m.attn_dropout, m.align_weight, m.user_tf,
-                   m.redistribution, m.shared_ran)
+                   m.redistribution, m.shared_ran, m.align_items)
 
     def item_side(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Eq. 7: E_i for every catalogue item (V, d), and the RAN's logits per level (without
@@ -174,8 +182,16 @@ class IntRR(nn.Module):
         logits, _ = self.user_ran.run(state["h"], target if self.user_tf else None)
         if not loss:
             return logits
-        return (sid_loss(logits, target)
-                + self.align_weight * sid_loss(state["item_logits"], self.item_codes))
+        return sid_loss(logits, target) + self.align_weight * self.align_loss(state, batch)
+
+    def align_loss(self, state: dict, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Eq. 8, averaged over every catalogue item or over the items the batch holds."""
+        item_logits = state["item_logits"]
+        if self.align_items == "catalogue":
+            return sid_loss(item_logits, self.item_codes)
+        seq = batch["seq"]
+        ids = torch.unique(torch.cat([seq[seq >= 0], batch["target_item"].to(seq.device)]))
+        return sid_loss([lg[ids] for lg in item_logits], self.item_codes[ids])
 
     # -- beam search over the RAN ---------------------------------------------------------------
     row_keys = ()
