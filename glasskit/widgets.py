@@ -100,11 +100,20 @@ def finished_runs(root: Path) -> list[Run]:
     return out
 
 
+def default_profile(root: Path) -> str:
+    """``converge`` (the comparison's shared budget) when ``root`` holds finished runs of it,
+    else ``quick`` (the demonstration budget)."""
+    return ("converge" if any(r.info.get("profile") == "converge" for r in finished_runs(root))
+            else "quick")
+
+
 class AblationDashboard:
     """Widgets over a run store. ``rows`` are what the train button can launch; the table also
-    shows every other finished row of the chosen dataset found in the store."""
+    shows every other finished row of the chosen dataset found in the store. ``profile`` None:
+    the comparison's budget (``converge``) once the store holds finished runs of it, else
+    ``quick``."""
 
-    def __init__(self, root: str | Path | None = None, profile: str = "quick",
+    def __init__(self, root: str | Path | None = None, profile: str | None = None,
                  dataset: str | None = None, data_dir: str | None = None,
                  seeds: tuple[int, ...] = (0, 1, 2), rows: list[Row] | None = None,
                  default_rows: tuple[str, ...] = ("tiger", "sidtier+shs", "sidtier+shs+cr"),
@@ -113,6 +122,7 @@ class AblationDashboard:
 
         self.root = Path(root) if root is not None else runs_root()
         self.live = live
+        profile = profile or default_profile(self.root)
         self.profile, self.data_dir, self.seeds = profile, data_dir, tuple(seeds)
         self.catalog = {r.label: r for r in (rows or globals()["default_rows"]())}
         self.dataset_default = configure(profile, dataset).data.dataset

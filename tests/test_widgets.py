@@ -74,3 +74,18 @@ def test_cancel_stops_training_at_once(store):
     assert not dash._worker.is_alive()
     assert dash.status.value.startswith("cancelled after 0 run(s)")
     assert len(dash.missing()) == 3 and not dash.train_button.disabled
+
+
+def test_dashboard_shows_the_converge_budget_by_default_once_its_runs_exist(store):
+    """Issue 20, 5: with no profile named the dashboard shows the comparison's shared budget
+    when the store has runs of it, and the quick demonstration otherwise."""
+    assert AblationDashboard(root=store, live=False).profile == "quick"
+    cfg = gk.configure("converge", seed=0, model="sasrec")
+    run = create_run(cfg, "sasrec", root=store, data_fingerprint="c" * 16)
+    run.log_metrics(primary="masked", test={r: {"ndcg@10": 0.07, "hit@10": 0.12, "acc": []}
+                                            for r in ("masked", "unmasked")}, train_seconds=1.0)
+    dash = AblationDashboard(root=store, live=False, default_rows=("sasrec",))
+    assert dash.profile == "converge" and dash.dataset.value == "ml-100k"
+    assert list(dash.table["row"]) == ["sasrec"]  # the smoke runs are not mixed in
+    assert dash.table.set_index("row").loc["sasrec", "ndcg@10"] == pytest.approx(0.07)
+    assert AblationDashboard(root=store, profile="smoke", live=False).profile == "smoke"
