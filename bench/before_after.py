@@ -10,7 +10,10 @@ and by today's, side by side on this machine: the check that a refactor changed 
         --set data.min_rating=4 --seeds 0,1,2 --store bench/results/dualgr-entp
 
 Each side trains in its own process (the earlier commit's package from ``git archive``) into
-its own run store; one torch job at a time.
+its own run store; one torch job at a time. With ``--store``, a row whose runs on both sides keep
+per-user ranks (ranks.npz; an older commit's run gets them from ``python -m glasskit train
+--config RUN/config.yaml --out RUN``) is also tested after against before, paired over users
+(Wilcoxon per seed, Stouffer over seeds; glasskit.analysis.significance).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import tarfile
 import tempfile
 from io import BytesIO
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +46,7 @@ for model, variant in rows:
         t0 = time.time()
         run = train(cfg, out=f"{store}/{model}-{variant or 'default'}-s{seed}", progress=False)
         m = run.metrics()
-        out[f"{model}:{variant or ''}:{seed}"] = {**m["test"][m["primary"]],
+        out[f"{model}:{variant or ''}:{seed}"] = {**m["test"][m["primary"]], "ranking": m["primary"],
                                                    "seconds": time.time() - t0,
                                                    "epochs": m["epochs_run"],
                                                    "best_stage": m.get("best_stage")}
@@ -77,9 +82,30 @@ def _package(commit: str, where: Path) -> str:
 
 
 def _mean_sd(values: list[float]) -> str:
-    import numpy as np
-
     return f"{np.mean(values):.4f}" + (f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else "")
+
+
+def paired(root: Path, row: str, seeds: list[int], ranking: str, metric: str = "ndcg@10"
+           ) -> str:
+    """After against before for one row of a store: effect [95% CI], p; "" without ranks."""
+    from glasskit.analysis.significance import paired_test, per_user_metric
+
+    model, _, variant = row.partition(":")
+    per_side = {}
+    for name in ("before", "after"):
+        values = {}
+        for seed in seeds:
+            f = root / name / "runs" / f"{model}-{variant or 'default'}-s{seed}" / "ranks.npz"
+            if not f.is_file():
+                return ""
+            with np.load(f) as z:
+                values[seed] = (z["test_users"], per_user_metric(z[f"test_{ranking}"], metric))
+        per_side[name] = values
+    if any(not np.array_equal(per_side["before"][s][0], per_side["after"][s][0]) for s in seeds):
+        return "other users"
+    res = paired_test({s: v for s, (_, v) in per_side["after"].items()},
+                      {s: v for s, (_, v) in per_side["before"].items()})
+    return f"{res.effect:+.4f} [{res.ci[0]:+.4f}, {res.ci[1]:+.4f}], p {res.p:.2f}"
 
 
 def main() -> None:
@@ -123,8 +149,8 @@ def main() -> None:
           f"{', ' + ' '.join(args.set) if args.set else ''}; before = {args.commit}, after = "
           f"{args.after or 'working tree'}; test, primary ranking, mean ± sd over seeds\n")
     print("| row | NDCG@10 before | NDCG@10 after | Hit@10 before | Hit@10 after | epochs before / "
-          "after | same |")
-    print("|---|---|---|---|---|---|---|")
+          "after | same | after - before, NDCG@10 per user [95% CI], p |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in dict.fromkeys(k.rsplit(":", 1)[0] for k in before):
         b = [v for k, v in before.items() if k.rsplit(":", 1)[0] == row]
         a = [v for k, v in after.items() if k.rsplit(":", 1)[0] == row]
@@ -132,7 +158,8 @@ def main() -> None:
         print(f"| {row.rstrip(':')} | {_mean_sd([x['ndcg@10'] for x in b])} | "
               f"{_mean_sd([x['ndcg@10'] for x in a])} | {_mean_sd([x['hit@10'] for x in b])} | "
               f"{_mean_sd([x['hit@10'] for x in a])} | {[x['epochs'] for x in b]} / "
-              f"{[x['epochs'] for x in a]} | {'yes' if same else 'NO'} |")
+              f"{[x['epochs'] for x in a]} | {'yes' if same else 'NO'} | "
+              f"{paired(root, row.rstrip(':'), seeds, b[0]['ranking']) if args.store else ''} |")
 
 
 if __name__ == "__main__":
