@@ -1,0 +1,41 @@
+#!/bin/bash
+# The long runs on a lent GPU machine, after bench/gpu_check.sh in the same command (its set-up
+# installs glasskit there), within DEADLINE seconds (default 300). What comes back under $OUT:
+# gpu_runs.log and runs.tgz (every run's run.json, config.yaml, metrics.json and ranks.npz, no
+# checkpoints, and each sweep's table), to unpack into a run store here:
+#   bash bench/gpu_check.sh; DEADLINE=300 bash bench/gpu_runs.sh
+#   mkdir -p runs/gpu && tar xzf FILES_AT/runs.tgz -C runs/gpu   # then GLASSKIT_RUNS=runs/gpu/runs
+# In priority order: TIGER and SASRec on Toys_and_Games at the papers' sizes (issue 21's GPU row),
+# the CPU-sized s3rec reproduction (Toys: 3 seeds and the GLASS rows; Sports: 1 seed), then the
+# converge comparison on ml-100k. The deadline interrupts a sweep as Ctrl-C would: finished runs
+# stay, an unfinished one comes back with its history so far.
+set -uo pipefail
+PY=${PYTHON:-python3}
+OUT=${OUT:-bench/results/gpu-runs}
+WORK=$PWD/.gpu-runs
+AMAZON=$PWD/.gpu-prep/data/amazon-s3rec
+export GLASSKIT_CACHE="$PWD/.gpu-prep/cache" GLASSKIT_RUNS="$WORK/runs" PYTHONUNBUFFERED=1
+mkdir -p "$OUT" "$WORK/runs" "$WORK/tables"
+end=$((SECONDS + ${DEADLINE:-300}))
+
+sweep() {  # NAME, then glasskit sweep's arguments
+  local name=$1 left=$((end - SECONDS))
+  shift
+  if [ "$left" -lt 60 ]; then echo "== $name: skipped (deadline)"; return; fi
+  echo "== $name ($left s left)"
+  timeout -s INT -k 30 "$left" "$PY" -m glasskit sweep --out "$WORK/tables/$name.md" "$@"
+  echo "== $name: rc $?"
+}
+
+{
+  toys=(--data-dir "$AMAZON" --set data.name=Toys_and_Games --against sasrec)
+  sweep paper-toys --profile s3rec --preset paper "${toys[@]}" --rows tiger,sasrec --seeds 0
+  sweep s3rec-toys --profile s3rec "${toys[@]}" --seeds 0,1,2 \
+    --rows tiger,sasrec,glass:sidtier+shs,glass:sidtier+shs+cr
+  sweep s3rec-sports --profile s3rec --data-dir "$AMAZON" --set data.name=Sports_and_Outdoors \
+    --against sasrec --rows tiger,sasrec --seeds 0
+  sweep converge-ml100k --profile converge --datasets ml-100k --seeds 0,1,2
+  for t in "$WORK"/tables/*.md; do [ -f "$t" ] && { echo "== $(basename "$t")"; cat "$t"; }; done
+} 2>&1 | tee "$OUT/gpu_runs.log"
+tar czf "$OUT/runs.tgz" -C "$WORK" --exclude='*.pt' --exclude='.*.lock' runs tables
+ls -l "$OUT"
