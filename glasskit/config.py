@@ -225,6 +225,10 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 200
+    # the warmup as a share of an epoch's steps instead (replaces warmup_steps when set): every
+    # model then warms up over the same training targets, although a SASRec step predicts a whole
+    # batch of windows (an epoch of ~10 steps on ml-100k) and a SID model's one target per sample
+    warmup_epochs: float | None = None
     grad_clip: float = 1.0
     patience: int = 5  # epochs without a better validation NDCG@10 (GLASS Table 2: 50)
     beam: int = 20  # >= the largest K
@@ -252,6 +256,10 @@ class TrainConfig:
             raise ConfigError(f"train.grad_clip must be a finite number >= 0 (0 or null: no clipping), "
                               f"got {self.grad_clip!r}")
         _positive("train.threads", self.threads, allow_zero=True)
+        w = self.warmup_epochs
+        if w is not None and not (_finite_number(w) and w > 0):
+            raise ConfigError(f"train.warmup_epochs must be a finite positive number or null (then "
+                              f"train.warmup_steps applies), got {self.warmup_epochs!r}")
         if not self.ks or any(not isinstance(k, int) or k < 1 for k in self.ks):
             raise ConfigError(f"train.ks must be positive integers, got {self.ks!r}")
         if self.beam < max(self.ks):
@@ -427,7 +435,8 @@ def _set(cfg: Config, dotted: str, value: Any) -> None:
 # settings added after runs were stored, left out of the config hash at their default so that
 # those runs keep their names
 HASH_NEUTRAL: dict[str, dict[str, Any]] = {"": {"preset": None}, "data": {"name": None},
-                                           "train": {"schedule": "cosine", "ranking": "auto"},
+                                           "train": {"schedule": "cosine", "ranking": "auto",
+                                                     "warmup_epochs": None},
                                            "model": {"align_items": "catalogue"}}
 
 PROFILE_MODEL_SIZES: dict[str, dict[str, Any]] = {"smoke": {"enc_layers": 1, "dec_layers": 1, "layers": 1}}

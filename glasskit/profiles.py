@@ -28,8 +28,8 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
     - ``smoke``: tiny synthetic data, seconds; what the tests run.
     - ``quick``: the default dataset (ml-100k), minutes on 2 CPU cores; the main job.
     - ``converge``: quick's data and sizes, every model on every training position to
-      convergence on validation (patience 10, cap 200, constant learning rate): the
-      comparison's budget; hours on 2 CPU cores.
+      convergence on validation (patience 10, cap 200, warmup over half an epoch, then a constant
+      learning rate): the comparison's budget; hours on 2 CPU cores.
     - ``s3rec``: TIGER Table 1's protocol on the S3-Rec Amazon sets (``--data-dir`` their
       folder, ``data.name`` Toys_and_Games or Sports_and_Outdoors) at a CPU size.
     - ``paper``: GLASS Table 2 settings (short window 50, long history up to 1000); for a GPU.
@@ -65,12 +65,13 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
         # the shared convergence budget of the comparison (issue 20): quick's data and sizes, but
         # every model predicts every training position (SASRec through its windows, the SID
         # models one sample per position), keeps its best validation NDCG@10 checkpoint and stops
-        # after 10 epochs without improvement under a cap of 200; the learning rate is constant
-        # after the warmup, so a run's schedule does not depend on the cap
+        # after 10 epochs without improvement under a cap of 200; the learning rate warms up over
+        # the first half epoch's training targets (the same share for every model, whatever its
+        # steps) and is then constant, so a run's schedule does not depend on the cap
         cfg = Config(profile="converge")
         cfg.data = DataConfig(dataset="ml-100k", short_len=20, long_max=500)
         cfg.model = ModelConfig(d_model=64, heads=4, head_dim=16, ff=128)
-        cfg.train = TrainConfig(epochs=200, patience=10, warmup_steps=200, schedule="constant")
+        cfg.train = TrainConfig(epochs=200, patience=10, warmup_epochs=0.5, schedule="constant")
         per_model = {"sasrec": {"model.max_len": 50, "model.dropout": 0.2}}
     elif name == "s3rec":
         # the published protocol of TIGER's Table 1 on the S3-Rec Amazon sets (leave-one-out,
@@ -81,7 +82,7 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
         cfg.data = DataConfig(dataset="s3rec", name="Toys_and_Games", short_len=20, long_max=500,
                               min_user_interactions=5)
         cfg.model = ModelConfig(d_model=64, heads=4, head_dim=16, ff=128)
-        cfg.train = TrainConfig(epochs=200, patience=10, warmup_steps=200, schedule="constant",
+        cfg.train = TrainConfig(epochs=200, patience=10, warmup_epochs=0.5, schedule="constant",
                                 ranking="unmasked")
         per_model = {"sasrec": {"model.max_len": 50, "model.dropout": 0.5}}  # SASRec on Amazon
     elif name == "paper":

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from glasskit.config import Config
+from glasskit.config import Config, TrainConfig
 from glasskit.data import Dataset
 from glasskit.device import cpu_bf16_native, resolve_device
 from glasskit.errors import GlasskitError
@@ -102,6 +102,14 @@ def train_step(net: torch.nn.Module, batch: dict[str, torch.Tensor], opt: torch.
     return loss.detach()
 
 
+def warmup_length(train_cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Warmup steps: ``train.warmup_epochs`` of an epoch's steps when set, else
+    ``train.warmup_steps``."""
+    if train_cfg.warmup_epochs is None:
+        return train_cfg.warmup_steps
+    return max(1, math.ceil(train_cfg.warmup_epochs * steps_per_epoch))
+
+
 def _schedule(step: int, warmup: int, total: int, kind: str = "cosine") -> float:
     """The learning-rate factor: linear warmup, then cosine decay to 0 at ``total`` steps or
     constant (``train.schedule``)."""
@@ -179,8 +187,9 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
             f"train.epochs, shorten model.stages, or set model.evaluate_any_stage=true")
     steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
     total = steps_per_epoch * cfg.train.epochs
+    warmup = warmup_length(cfg.train, steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: _schedule(s, cfg.train.warmup_steps, total, cfg.train.schedule))
+        opt, lambda s: _schedule(s, warmup, total, cfg.train.schedule))
 
     say_beam(cfg, ds)
     run = open_run(cfg, path, resume, ds.fingerprint) if rank == 0 else None

@@ -12,9 +12,10 @@ import pytest
 import glasskit as gk
 from glasskit.analysis.run_tables import markdown, seed_table, significance_table
 from glasskit.analysis.significance import per_user_metric
-from glasskit.errors import GlasskitError
+from glasskit.config import TrainConfig
+from glasskit.errors import ConfigError, GlasskitError
 from glasskit.pipeline import load
-from glasskit.train import _schedule, train
+from glasskit.train import _schedule, train, warmup_length
 from glasskit.widgets import AblationDashboard
 
 ROWS = [("tiger", None), ("glass", "sidtier+shs"), ("sasrec", None)]
@@ -147,24 +148,54 @@ def test_converge_profile_is_one_budget_for_every_model():
     for name, cfg in cfgs.items():
         assert cfg.data.train_targets_per_user is None, name  # every training position
         assert (cfg.train.epochs, cfg.train.patience, cfg.train.schedule) == (200, 10, "constant")
+        assert cfg.train.warmup_epochs == 0.5, name  # the same share of training targets
     assert cfgs["sasrec"].model.train_on == "all"
     assert [_schedule(s, 10, 100, "constant") for s in (0, 9, 10, 99, 500)] == [0.1, 1.0, 1.0, 1.0, 1.0]
     assert _schedule(99, 10, 100) < 0.01  # cosine decays to the cap
     # a setting added later leaves the names of earlier runs alone at its default
     quick = gk.configure("quick", model="tiger")
     d = quick.to_dict()
-    for section, key in (("train", "schedule"), ("train", "ranking"), ("data", "name")):
+    for section, key in (("train", "schedule"), ("train", "ranking"), ("train", "warmup_epochs"),
+                         ("data", "name")):
         del d[section][key]
     del d["preset"]
     payload = json.dumps({k: d[k] for k in sorted(d)}, sort_keys=True, separators=(",", ":"))
     assert quick.hash() == hashlib.sha256(payload.encode()).hexdigest()[:16]
     assert quick.hash() != quick.replace(**{"train.schedule": "constant"}).hash()
+    assert quick.hash() != quick.replace(**{"train.warmup_epochs": 0.5}).hash()
     intrr = gk.configure("quick", model="intrr")
     d = intrr.to_dict()
-    for section, key in (("train", "schedule"), ("train", "ranking"), ("data", "name"),
-                         ("model", "align_items")):
+    for section, key in (("train", "schedule"), ("train", "ranking"), ("train", "warmup_epochs"),
+                         ("data", "name"), ("model", "align_items")):
         del d[section][key]
     del d["preset"]
     payload = json.dumps({k: d[k] for k in sorted(d)}, sort_keys=True, separators=(",", ":"))
     assert intrr.hash() == hashlib.sha256(payload.encode()).hexdigest()[:16]
     assert intrr.hash() != intrr.replace(**{"model.align_items": "batch"}).hash()
+
+
+def test_warmup_in_epochs_covers_the_same_training_targets_for_sasrec_and_a_sid_model(tmp_path,
+                                                                                     monkeypatch):
+    """A SASRec step predicts a batch of whole windows, a SID model's one target per sample: a
+    warmup counted in steps lasts many SASRec epochs (on ml-100k, 200 steps were 20 of them and
+    its converge run stopped under-trained); counted in epochs, it is the same share for both."""
+    monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
+    assert warmup_length(gk.configure("smoke").train, 7) == 10  # warmup_steps when unset
+    assert [warmup_length(TrainConfig(warmup_epochs=w), 10) for w in (0.5, 0.01, 2)] == [5, 1, 20]
+    for bad in (0, -1, float("nan"), "half"):
+        with pytest.raises(ConfigError, match="train.warmup_epochs"):
+            TrainConfig(warmup_epochs=bad).validate()
+
+    def first_epoch_lr(model, **kw):
+        cfg = gk.configure("smoke", model=model, **{"train.epochs": 2, "train.patience": 2,
+                                                    "train.lr": 1e-3, "train.schedule": "constant",
+                                                    **kw})
+        run = train(cfg, out=tmp_path / cfg.hash(), progress=False)
+        return run.metrics()["history"][0]["lr"]
+
+    # smoke: SASRec's epoch is a few steps, TIGER's more; a warmup of 20 steps outlasts both
+    # first epochs, and leaves SASRec further from its learning rate
+    assert first_epoch_lr("sasrec", **{"train.warmup_steps": 20}) < first_epoch_lr(
+        "tiger", **{"train.warmup_steps": 20}) < 1e-3
+    for model in ("sasrec", "tiger"):
+        assert first_epoch_lr(model, **{"train.warmup_epochs": 0.5}) == pytest.approx(1e-3)
