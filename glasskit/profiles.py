@@ -132,10 +132,16 @@ def configure(profile_name: str = "quick", dataset: str | None = None,
     if preset is not None:
         cfg = apply_preset(cfg, preset)
     if variant is None:
-        return cfg.replace(**overrides) if overrides else cfg
-    switches, resize = variant_switches(cfg, variant)
-    cfg = cfg.replace(**{**switches, **overrides})
-    return _resized(cfg, resize)
+        cfg = cfg.replace(**overrides) if overrides else cfg
+    else:
+        switches, resize = variant_switches(cfg, variant)
+        cfg = _resized(cfg.replace(**{**switches, **overrides}), resize)
+    if "train.warmup_steps" in overrides and cfg.train.warmup_epochs is not None:
+        raise ConfigError(f"train.warmup_steps={overrides['train.warmup_steps']} would have no effect: "
+                          f"profile {profile_name} counts its warmup in epochs (train.warmup_epochs="
+                          f"{cfg.train.warmup_epochs}); set that instead, or add "
+                          "train.warmup_epochs=null to count it in steps")
+    return cfg
 
 
 def apply_preset(cfg: Config, preset: str) -> Config:

@@ -182,6 +182,10 @@ def test_warmup_in_epochs_covers_the_same_training_targets_for_sasrec_and_a_sid_
     monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
     assert warmup_length(gk.configure("smoke").train, 7) == 10  # warmup_steps when unset
     assert [warmup_length(TrainConfig(warmup_epochs=w), 10) for w in (0.5, 0.01, 2)] == [5, 1, 20]
+    with pytest.raises(ConfigError, match="would have no effect"):  # not silently ignored
+        gk.configure("converge", model="sasrec", **{"train.warmup_steps": 50})
+    steps = gk.configure("converge", explicit={"train.warmup_steps": 50, "train.warmup_epochs": None})
+    assert warmup_length(steps.train, 10) == 50
     for bad in (0, -1, float("nan"), "half"):
         with pytest.raises(ConfigError, match="train.warmup_epochs"):
             TrainConfig(warmup_epochs=bad).validate()
