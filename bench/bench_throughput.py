@@ -75,7 +75,7 @@ def peak_gflops() -> dict[str, float]:
 
 
 # -- worker: runs inside one code version ---------------------------------------------------------
-def worker(steps: int, command: bool) -> dict:
+def worker(steps: int, command: bool, profile: str = "quick") -> dict:
     import numpy as np
     import torch
 
@@ -90,7 +90,7 @@ def worker(steps: int, command: bool) -> dict:
 
     results: dict = {"threads": torch.get_num_threads(), "models": {}}
     infer: dict = {}
-    base = gk.profile("quick")
+    base = gk.profile(profile)
     amps = ["auto"]
     if train_step is not None:
         amps.append("bf16")
@@ -147,9 +147,10 @@ def worker(steps: int, command: bool) -> dict:
         rows["info"] = {"d": m.d_model, "heads": m.heads, "head_dim": m.head_dim, "ff": m.ff,
                         "enc_layers": m.enc_layers, "dec_layers": m.dec_layers,
                         "short_len": cfg.data.short_len, "sizes": list(table.sizes),
-                        "sid_tier": name == "glass" and m.sid_tier, "tiers": m.tiers,
-                        "tier_hidden": m.tier_hidden, "hard_search": name == "glass" and m.hard_search,
                         "ret_tokens": ret}
+        if name == "glass":  # GLASS's own settings (a TIGER config has none of them)
+            rows["info"].update(sid_tier=m.sid_tier, tiers=m.tiers, tier_hidden=m.tier_hidden,
+                                hard_search=m.hard_search)
         results["models"][name] = rows
     # beam-20 inference, the models alternating so that their ratio is taken side by side
     best = dict.fromkeys(infer, float("inf"))
