@@ -96,8 +96,21 @@ def profile(name: str = "quick", **overrides: Any) -> Config:
     overrides = dict(overrides)
     cfg.model.params = None  # the model starts from its own defaults and the profile's sizes
     cfg.model.set_name(overrides.pop("model.name", cfg.model.name), PROFILE_MODEL_SIZES.get(name))
+    explicit = overrides
     overrides = {**per_model.get(cfg.model.name, {}), **overrides}  # then the model's own budget
-    return cfg.replace(**overrides) if overrides else cfg.validate()
+    cfg = cfg.replace(**overrides) if overrides else cfg.validate()
+    return _warmup_not_ignored(cfg, explicit, name)
+
+
+def _warmup_not_ignored(cfg: Config, overrides: dict[str, Any], profile_name: str) -> Config:
+    """``cfg``, unless an explicit ``train.warmup_steps`` would be silently replaced by the
+    profile's ``train.warmup_epochs``."""
+    if "train.warmup_steps" in overrides and cfg.train.warmup_epochs is not None:
+        raise ConfigError(f"train.warmup_steps={overrides['train.warmup_steps']} would have no effect: "
+                          f"profile {profile_name} counts its warmup in epochs (train.warmup_epochs="
+                          f"{cfg.train.warmup_epochs}); set that instead, or add "
+                          "train.warmup_epochs=null to count it in steps")
+    return cfg
 
 
 def configure(profile_name: str = "quick", dataset: str | None = None,
@@ -136,12 +149,7 @@ def configure(profile_name: str = "quick", dataset: str | None = None,
     else:
         switches, resize = variant_switches(cfg, variant)
         cfg = _resized(cfg.replace(**{**switches, **overrides}), resize)
-    if "train.warmup_steps" in overrides and cfg.train.warmup_epochs is not None:
-        raise ConfigError(f"train.warmup_steps={overrides['train.warmup_steps']} would have no effect: "
-                          f"profile {profile_name} counts its warmup in epochs (train.warmup_epochs="
-                          f"{cfg.train.warmup_epochs}); set that instead, or add "
-                          "train.warmup_epochs=null to count it in steps")
-    return cfg
+    return _warmup_not_ignored(cfg, overrides, profile_name)
 
 
 def apply_preset(cfg: Config, preset: str) -> Config:

@@ -184,6 +184,9 @@ def test_warmup_in_epochs_covers_the_same_training_targets_for_sasrec_and_a_sid_
     assert [warmup_length(TrainConfig(warmup_epochs=w), 10) for w in (0.5, 0.01, 2)] == [5, 1, 20]
     with pytest.raises(ConfigError, match="would have no effect"):  # not silently ignored
         gk.configure("converge", model="sasrec", **{"train.warmup_steps": 50})
+    with pytest.raises(ConfigError, match="would have no effect"):  # nor through profile()
+        gk.profile("s3rec", **{"train.warmup_steps": 50})
+    assert gk.profile("quick", **{"train.warmup_steps": 7}).train.warmup_steps == 7
     steps = gk.configure("converge", explicit={"train.warmup_steps": 50, "train.warmup_epochs": None})
     assert warmup_length(steps.train, 10) == 50
     for bad in (0, -1, float("nan"), "half"):
