@@ -18,10 +18,11 @@ from glasskit.data import build_sequences, check_no_leakage, split_samples  # no
 from glasskit.data.synthetic import generate  # noqa: E402
 
 
-def main() -> None:
+def main(lengths: tuple[int, ...] = (1_000, 10_000, 100_000), total: int = 200_000) -> None:
+    """Time ``total`` interactions split into users of each history length."""
     rows = []
-    for length in (1_000, 10_000, 100_000):
-        users = max(2, 200_000 // length)
+    for length in lengths:
+        users = max(2, total // length)
         raw = generate(SyntheticConfig(users=users, items=4096, min_len=length, max_len=length), 0)
         inter = raw.interactions
 

@@ -61,7 +61,7 @@ def block_worker(length: int, sparse: bool) -> dict:
     return {"ms_per_step": 1e3 * best, "peak_MiB": _rss_mib() - before, "path": path}
 
 
-def model_worker(name: str) -> dict:
+def model_worker(name: str, profile: str = "quick") -> dict:
     import numpy as np
     import torch
 
@@ -71,7 +71,7 @@ def model_worker(name: str) -> dict:
     from glasskit.train import make_optimizer, train_step
 
     model_name, _, variant = name.partition(":")
-    cfg = gk.configure("quick", model=model_name, variant=variant or None)
+    cfg = gk.configure(profile, model=model_name, variant=variant or None)
     ds, table = load(cfg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)

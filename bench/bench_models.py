@@ -30,10 +30,11 @@ from glasskit.tokenize import cosine_table, prototypes  # noqa: E402
 from glasskit.tokenize.sid_tier import sid_tier_counts  # noqa: E402
 
 
-def long_history_precompute() -> None:
+def long_history_precompute(histories: tuple[int, ...] = (1_000, 10_000, 100_000),
+                            n: int = 16) -> None:
+    """SID-Tier and retrieval-index cost for ``n`` samples per long-history length."""
     rows = []
-    for hist in (1_000, 10_000, 100_000):
-        n = 16
+    for hist in histories:
         cfg = gk.profile("quick", **{
             "data.dataset": "synthetic", "data.short_len": 20, "data.long_max": hist,
             "synthetic.users": n, "synthetic.min_len": hist, "synthetic.max_len": hist,
@@ -63,9 +64,10 @@ def long_history_precompute() -> None:
                                                              / base["history"]), 2) for r in rows])
 
 
-def speed() -> None:
+def speed(profile: str = "quick", steps: int = 6) -> None:
+    """Training samples/s over ``steps`` batches (the first warms up) and beam-20 inference."""
     device = resolve_device("auto")
-    base = gk.profile("quick", **{"data.dataset": "synthetic", "train.device": device.type})
+    base = gk.profile(profile, **{"data.dataset": "synthetic", "train.device": device.type})
     rows = []
     for name, cfg in (("tiger", base), ("glass", gk.apply_variant(base, "sidtier+shs"))):
         ds = prepare(cfg)
@@ -73,7 +75,7 @@ def speed() -> None:
         torch.manual_seed(0)
         model, batcher = model_and_batcher(cfg, ds, tbl, device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        batches = [batcher.batch("train", np.arange(i, i + 256)) for i in range(0, 256 * 6, 256)]
+        batches = [batcher.batch("train", np.arange(i, i + 256)) for i in range(0, 256 * steps, 256)]
         model.train()
         for i, batch in enumerate(batches):
             if i == 1:  # the first step warms up
@@ -94,7 +96,7 @@ def speed() -> None:
                          rank(m, "sid", batch, index, 20, 20), repeat=3)
         rows.append({"model": name, "train_samples_per_s": train_sps,
                      "infer_ms_per_user": 1e3 * sec / len(users)})
-    print(f"training and beam-20 inference, quick profile on synthetic data, device={device}")
+    print(f"training and beam-20 inference, {profile} profile on synthetic data, device={device}")
     print(table(rows, "infer_ms_per_user"))
 
 

@@ -1,0 +1,66 @@
+"""Every benchmark in bench/ runs at a small size (the benchmarks themselves take minutes): an
+API change that breaks one fails here, not on the next ``make bench``. What each measures is
+checked where it can be wrong at this size."""
+
+import sys
+
+from conftest import ROOT
+
+import glasskit as gk
+
+sys.path.insert(0, str(ROOT / "bench"))
+import bench_data  # noqa: E402
+import bench_gems_intrr  # noqa: E402
+import bench_models  # noqa: E402
+import bench_tokenize  # noqa: E402
+
+
+def ratios(text: str) -> list[float]:
+    return [float(w.split("=")[1]) for w in text.split() if w.startswith("ratio=")]
+
+
+def test_data_benchmark_times_every_history_length(capsys):
+    bench_data.main(lengths=(100, 1_000), total=4_000)
+    out = capsys.readouterr().out
+    assert "history=100" in out and "history=1000" in out and len(ratios(out)) == 2
+
+
+def test_tokenize_benchmark_runs_both_tokenizers_and_the_cosine_table(capsys):
+    bench_tokenize.main(items=600, table_items=2_000, epochs=2)
+    out = capsys.readouterr().out
+    assert "method=rqkmeans" in out and "method=rqvae" in out
+    assert out.count("chunk=") == 2 and "the output alone is 2.0 MiB" in out
+
+
+def test_model_benchmarks_run_on_long_histories_and_both_models(capsys):
+    bench_models.long_history_precompute(histories=(100, 300), n=4)
+    bench_models.speed(profile="smoke", steps=2)
+    out = capsys.readouterr().out
+    assert "history=300" in out and "model=tiger" in out and "model=glass" in out
+    assert all(r > 0 for r in ratios(out))
+
+
+def test_gems_block_benchmark_times_full_and_top_k_attention_on_both_paths():
+    full, short, long = (bench_gems_intrr.block_worker(128, False),
+                         bench_gems_intrr.block_worker(128, True),
+                         bench_gems_intrr.block_worker(512, True))
+    assert min(full["ms_per_step"], short["ms_per_step"], long["ms_per_step"]) > 0
+    assert short["path"] == "masked fused" and long["path"] == "gathered"  # T above 8 k gathers
+
+
+def test_intrr_tiger_benchmark_measures_every_beam():
+    res = bench_gems_intrr.model_worker("intrr", profile="smoke")
+    assert res["train_samples_per_s"] > 0 and res["params"] > 0
+    assert all(res[f"infer_ms_beam{b}"] > 0 for b in bench_gems_intrr.BEAMS)
+
+
+def test_indexer_quality_lies_between_random_keys_and_the_attention_s_own_top_k(tmp_path):
+    from glasskit.train import train
+
+    cfg = gk.configure("smoke", model="gems", **{"model.stages": [1, 1], "model.top_k": 8})
+    run = train(cfg, out=tmp_path / "gems", progress=False)
+    q = bench_gems_intrr.indexer_quality(str(run.path))
+    assert q["queries"] > 0 and q["topk"] == 8
+    # no k keys hold more of the attention than its own k largest weights
+    assert 0 < q["mass_on_indexer_topk"] <= q["mass_on_best_topk"] + 1e-6 <= 1 + 1e-6
+    assert q["mass_if_keys_were_random"] < q["mass_on_best_topk"]
