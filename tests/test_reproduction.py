@@ -1,11 +1,15 @@
 """Notebook 07 and its table: published figures beside glasskit's (issue 21)."""
 
+import json
+
 import numpy as np
 import pytest
+from conftest import write
 
 import glasskit as gk
-from glasskit.analysis.reproduction import PUBLISHED, reproduction_table
+from glasskit.analysis.reproduction import PUBLISHED, content_ties, reproduction_table
 from glasskit.notebook import read_records
+from glasskit.pipeline import load
 from glasskit.reports import build_reports, find_notebooks
 from glasskit.runs import create_run
 
@@ -33,6 +37,31 @@ def test_table_puts_the_paper_beside_each_row_with_the_ratio(tmp_path):
     assert np.isnan(reproduction_table(runs, "Beauty").loc[("tiger", "ndcg@5"), "paper"])
 
 
+def test_content_ties_count_items_their_attributes_do_not_tell_apart(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
+    d = tmp_path / "s3rec"
+    # test targets (each user's last item): 5, 12, 2
+    write(d / "Mini.txt", "1 1 2 3 4 5\n2 4 5 6 7 8 12\n3 9 10 11 12 4 5 2\n")
+    attrs = {str(i): [1, 2, 10 + i % 3] for i in range(1, 12)}  # groups {1,4,7,10} {2,5,8,11} {3,6,9}
+    attrs["12"] = [7]  # and item 12 alone
+    write(d / "Mini_item2attributes.json", json.dumps(attrs))
+    cfg = gk.configure("s3rec", data_dir=str(d), model="tiger",
+                       **{"data.name": "Mini", "embed.dim": 4, "tokenizer.method": "rqkmeans",
+                          "tokenizer.codebooks": [3, 2]})
+    ds, table = load(cfg)
+    t = content_ties(ds, table)
+    content = t.loc["content (item text)"]
+    assert content["groups"] == 4 and content["largest group"] == 4 and content["items"] == 12
+    assert content["items sharing it"] == pytest.approx(11 / 12)
+    assert content["test targets sharing it"] == pytest.approx(2 / 3)
+    assert content["median group of a test target"] == 4
+    # equal embeddings get equal semantic codes: no fewer ties than the content has
+    codes = t.loc["semantic codes"]
+    assert codes["groups"] <= 4 and codes["items sharing it"] >= 11 / 12
+    assert table.codes.shape[1] == table.semantic_levels + 1  # the collision level separates them
+    assert len({tuple(c) for c in table.codes}) == 12
+
+
 def test_notebook_07_is_left_out_of_the_main_command_unless_named():
     assert "07_reproduction.ipynb" not in [p.name for p in find_notebooks()]
     assert [p.name for p in find_notebooks(only=["07"])] == ["07_reproduction.ipynb"]
@@ -49,3 +78,7 @@ def test_notebook_07_on_smoke_runs_headless(tmp_path, monkeypatch):
     assert set(table) == {f"{row} {m}" for row in rec["rows"]
                           for m in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")}
     assert all(v["paper"] is None and 0 <= v["glasskit"] <= 1 for v in table.values())
+    ties = {k.split(" / ", 1)[1]: v for k, v in rec.items() if k.startswith("content ties")}
+    assert set(ties) == {f"{row} / {key}" for row in ("tiger", "tiger [embed.method=interactions]")
+                         for key in ("content (item text)", "semantic codes")}
+    assert all(0 <= v["items sharing it"] <= 1 and v["groups"] <= v["items"] for v in ties.values())

@@ -1,12 +1,14 @@
 """Published figures and glasskit's side by side (notebook 07): TIGER's Table 1 on the S3-Rec
-Amazon sets, as the dataset's README quotes it."""
+Amazon sets, as the dataset's README quotes it, and how far an item's content tells it apart."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from glasskit.data import Dataset
 from glasskit.runs import Run
+from glasskit.tokenize import SidTable
 
 # Rajput et al. (2023), Table 1: leave-one-out, full catalogue, unmasked; Recall@K = Hit@K here
 PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
@@ -40,3 +42,27 @@ def reproduction_table(runs: dict[str, list[Run]], dataset: str, ranking: str = 
                         "std": values.std(ddof=1) if len(values) > 1 else np.nan,
                         "seeds": len(values), "ratio": values.mean() / ref if np.isfinite(ref) else np.nan})
     return pd.DataFrame(out).set_index(["row", "metric"]).round(4)
+
+
+def _ties(group: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """For a group label per item: the share of items, and of ``targets``, in a group of two or
+    more."""
+    counts = np.bincount(group)
+    size = counts[group]
+    return {"groups": int((counts > 0).sum()), "largest group": int(counts.max()),
+            "items sharing it": float((size > 1).mean()),
+            "test targets sharing it": float((size[targets] > 1).mean()),
+            "median group of a test target": float(np.median(size[targets]))}
+
+
+def content_ties(ds: Dataset, table: SidTable) -> pd.DataFrame:
+    """How well the items' content separates them, per key: the item text (S3-Rec: the
+    attribute ids) and the semantic codes without the collision level. Items with the same
+    text get the same embedding, hence the same semantic codes, and only the collision level
+    (an arbitrary index, learnt from interactions alone) tells them apart."""
+    test = ds.splits["test"]
+    targets = ds.seqs.items[ds.seqs.offsets[test.user] + test.t]
+    codes = np.unique(table.codes[:, :table.semantic_levels], axis=0, return_inverse=True)[1]
+    rows = {"content (item text)": _ties(pd.factorize(pd.Series(ds.texts()))[0], targets),
+            "semantic codes": _ties(codes.ravel(), targets)}
+    return pd.DataFrame(rows).T.assign(items=ds.seqs.n_items)
