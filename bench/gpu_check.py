@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,11 +142,14 @@ def check_row(row: str, profile: str, device: str, store: Path, compare_cpu: boo
     return out
 
 
-def cuda_tests(out_dir: Path) -> dict:
+def cuda_tests(out_dir: Path, timeout_s: float = 240) -> dict:
     """``pytest -m cuda`` in a subprocess: passed, failed and skipped counts and the tail."""
-    res = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider",
-                          "--junitxml", str(out_dir / "cuda-tests.xml"), "tests/"],
-                         cwd=ROOT, capture_output=True, text=True)
+    try:
+        res = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p",
+                              "no:cacheprovider", "--junitxml", str(out_dir / "cuda-tests.xml"),
+                              "tests/"], cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"returncode": -1, "summary": f"timed out after {timeout_s:.0f} s"}
     tail = (res.stdout + res.stderr).strip().splitlines()[-1:] or [""]
     return {"returncode": res.returncode, "summary": tail[0]}
 
@@ -156,6 +160,10 @@ def markdown(result: dict) -> str:
              "", "| row | precision | loss | samples/s | fraction of bf16 peak | test NDCG@10 | CPU fp32 "
              "NDCG@10 | in band | same data |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
+        if "loss" not in r:  # a row that failed or was skipped
+            why = str(r.get("error") or r.get("skipped")).replace("|", "/").replace("\n", " ")
+            lines.append(f"| {r['row']} | {why[:300]} |" + " |" * 7)
+            continue
         cpu = r.get("cpu", {})
         lines.append(f"| {r['row']} | {r['precision']} | {r['loss']:.3f} | {r['samples_per_s']:.0f} | "
                      f"{r['flop_per_s'] / 1e12 / result['peak_tflops']:.3f} | {r['ndcg@10']:.4f} | "
@@ -179,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=os.environ.get("OUT", "bench/results/gpu-check"))
     p.add_argument("--no-cpu", action="store_true", help="skip the CPU fp32 comparison")
     p.add_argument("--no-tests", action="store_true", help="skip pytest -m cuda")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="start no further row after this many seconds (they are listed as skipped)")
     args = p.parse_args(argv)
     import torch
 
@@ -195,28 +205,48 @@ def main(argv: list[str] | None = None) -> int:
                                          20 if args.device == "cuda" else 3),
               "cuda_tests": {"summary": "skipped"} if args.no_tests else cuda_tests(out),
               "rows": []}
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp)
         for row in rows:
             t = time.perf_counter()
-            result["rows"].append(check_row(row, args.profile, args.device, store,
-                                            compare_cpu=not args.no_cpu and args.device == "cuda"))
+            if args.budget_s and t - start > args.budget_s:
+                result["rows"].append({"row": row, "skipped": f"past --budget-s {args.budget_s}"})
+            else:
+                try:
+                    result["rows"].append(check_row(row, args.profile, args.device, store,
+                                                    compare_cpu=not args.no_cpu and args.device == "cuda"))
+                except Exception as e:  # a failing row is a finding of the check, not its end
+                    result["rows"].append({"row": row, "error": f"{type(e).__name__}: {e}"[:2000],
+                                           "trace": traceback.format_exc()[-4000:]})
             print(f"{row}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
-        runs = {r["row"]: r["run"] for r in result["rows"]}
+            write(out, result)  # after every row: a check stopped by a timeout keeps its rows
+        runs = {r["row"]: r["run"] for r in result["rows"] if "run" in r}
         if "tiger" in runs and "glass:sidtier+shs" in runs:
             from glasskit.runs import Run
 
             result["beam"] = Run(runs["tiger"]).config.train.beam
-            result["inference_ms"] = {k: inference_ms(Run(runs[k]), args.device)
-                                      for k in ("tiger", "glass:sidtier+shs")}
-    result["ok"] = all(r["finite_loss"] and r.get("in_band", True) and r.get("same_data", True)
-                       for r in result["rows"]) and result["cuda_tests"].get("returncode", 0) == 0
-    (out / "gpu_check.json").write_text(json.dumps(result, indent=1, default=str))
-    table = markdown(result)
-    (out / "gpu_check.md").write_text(table + "\n")
-    print(table)
+            try:
+                result["inference_ms"] = {k: inference_ms(Run(runs[k]), args.device)
+                                          for k in ("tiger", "glass:sidtier+shs")}
+            except Exception as e:
+                result["inference_error"] = f"{type(e).__name__}: {e}"[:2000]
+    ok = all(r.get("finite_loss") and r.get("in_band", True) and r.get("same_data", True)
+             for r in result["rows"])
+    result["ok"] = ok and result["cuda_tests"].get("returncode", 0) == 0
+    print(write(out, result))
     return 0 if result["ok"] else 1
 
+
+def write(out: Path, result: dict) -> str:
+    """Write gpu_check.json and gpu_check.md (each atomically); returns the table."""
+    table = markdown(result)
+    for name, text in (("gpu_check.json", json.dumps(result, indent=1, default=str)),
+                       ("gpu_check.md", table + "\n")):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+    return table
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,9 @@
 # In priority order: TIGER and SASRec on Toys_and_Games at the papers' sizes (issue 21's GPU row),
 # the CPU-sized s3rec reproduction (Toys: 3 seeds and the GLASS rows; Sports: 1 seed), then the
 # converge comparison on ml-100k. The deadline interrupts a sweep as Ctrl-C would: finished runs
-# stay, an unfinished one comes back with its history so far.
+# stay, an unfinished one comes back with its history so far and, in test-at-interrupt.json, its
+# best checkpoint so far evaluated on the test split (the last EVAL_S seconds, default 60, are
+# kept for that); its metrics.json is left as an unfinished run's, so no table counts it.
 set -uo pipefail
 PY=${PYTHON:-python3}
 OUT=${OUT:-bench/results/gpu-runs}
@@ -16,7 +18,8 @@ WORK=$PWD/.gpu-runs
 AMAZON=$PWD/.gpu-prep/data/amazon-s3rec
 export GLASSKIT_CACHE="$PWD/.gpu-prep/cache" GLASSKIT_RUNS="$WORK/runs" PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$WORK/runs" "$WORK/tables"
-end=$((SECONDS + ${DEADLINE:-300}))
+eval_s=${EVAL_S:-60}
+end=$((SECONDS + ${DEADLINE:-300} - eval_s))
 
 sweep() {  # NAME, then glasskit sweep's arguments
   local name=$1 left=$((end - SECONDS))
@@ -35,6 +38,13 @@ sweep() {  # NAME, then glasskit sweep's arguments
   sweep s3rec-sports --profile s3rec --data-dir "$AMAZON" --set data.name=Sports_and_Outdoors \
     --against sasrec --rows tiger,sasrec --seeds 0
   sweep converge-ml100k --profile converge --datasets ml-100k --seeds 0,1,2
+  for run in "$WORK"/runs/*/; do
+    if [ -f "$run/best.pt" ] && [ ! -f "$run/ranks.npz" ]; then
+      echo "== $(basename "$run"): unfinished, its best checkpoint on test"
+      timeout -k 10 "$eval_s" "$PY" -m glasskit evaluate --run "$run" --split test \
+        > "$run/test-at-interrupt.json" && cat "$run/test-at-interrupt.json"
+    fi
+  done
   for t in "$WORK"/tables/*.md; do [ -f "$t" ] && { echo "== $(basename "$t")"; cat "$t"; }; done
 } 2>&1 | tee "$OUT/gpu_runs.log"
 tar czf "$OUT/runs.tgz" -C "$WORK" --exclude='*.pt' --exclude='.*.lock' runs tables

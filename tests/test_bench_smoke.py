@@ -13,6 +13,7 @@ import bench_data  # noqa: E402
 import bench_gems_intrr  # noqa: E402
 import bench_models  # noqa: E402
 import bench_tokenize  # noqa: E402
+import gpu_check  # noqa: E402
 
 
 def ratios(text: str) -> list[float]:
@@ -64,3 +65,39 @@ def test_indexer_quality_lies_between_random_keys_and_the_attention_s_own_top_k(
     # no k keys hold more of the attention than its own k largest weights
     assert 0 < q["mass_on_indexer_topk"] <= q["mass_on_best_topk"] + 1e-6 <= 1 + 1e-6
     assert q["mass_if_keys_were_random"] < q["mass_on_best_topk"]
+
+
+def test_gpu_check_keeps_going_past_a_failing_row_and_writes_its_table_after_every_row(
+        tmp_path, monkeypatch):
+    """One broken model must not cost the GPU check its other rows (one lent machine, one try),
+    and a check stopped by a timeout keeps the rows it finished: the table on disk names the
+    failure, the finished row and the row skipped past ``--budget-s``."""
+    import json
+
+
+    done = {"row": "tiger", "device": "cuda", "precision": "bf16", "loss": 5.0, "wall_s": 1.0,
+            "samples_per_s": 100.0, "ndcg@10": 0.05, "hit@10": 0.1, "fingerprint": "f",
+            "run": str(tmp_path / "r"), "finite_loss": True, "step_flop": 10**9,
+            "flop_per_s": 10**12}
+    calls = []
+
+    def fake_row(row, *args, **kwargs):
+        calls.append(row)
+        if row == "sasrec":
+            raise RuntimeError("CUDA error: an illegal | memory access")
+        clock[0] += 100.0  # each finished row takes 100 s of the budget
+        return dict(done, row=row)
+
+    clock = [0.0]
+    monkeypatch.setattr(gpu_check, "check_row", fake_row)
+    monkeypatch.setattr(gpu_check, "matmul_peak", lambda *a: 1.0)
+    monkeypatch.setattr(gpu_check.time, "perf_counter", lambda: clock[0])
+    rc = gpu_check.main(["--device", "cpu", "--rows", "sasrec,dualgr,gems", "--no-tests",
+                         "--budget-s", "50", "--out", str(tmp_path / "out")])
+    assert rc == 1 and calls == ["sasrec", "dualgr"]  # gems starts past the budget
+    result = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert [set(r) & {"error", "skipped", "loss"} for r in result["rows"]] == [
+        {"error"}, {"loss"}, {"skipped"}]
+    table = (tmp_path / "out" / "gpu_check.md").read_text()
+    assert "| sasrec | RuntimeError: CUDA error: an illegal / memory access |" in table
+    assert "| dualgr | bf16 |" in table and "| gems | past --budget-s 50.0 |" in table
