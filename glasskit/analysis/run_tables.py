@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from glasskit.config import Config, model_names
 from glasskit.errors import GlasskitError
 from glasskit.profiles import apply_preset, apply_variant, profile
 from glasskit.runs import Run, flatten
 
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
 
 def training_curves(run: Run) -> go.Figure:
+    """A run's training loss and validation metrics per epoch (plotly, imported here: the
+    tables need no plotting library, e.g. ``glasskit sweep`` on a GPU machine without one)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
     h = pd.DataFrame(run.metrics()["history"])
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "validation"))
     fig.add_trace(go.Scatter(x=h["epoch"], y=h["loss"], name="loss"), row=1, col=1)
