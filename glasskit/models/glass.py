@@ -113,9 +113,10 @@ class GlassDecoderLayer(DecoderLayer):
             else:
                 g = torch.sigmoid(self.gate_proj(torch.cat([zs, zr], -1)))  # eq. 12
             g = g * ctx["use"]  # 0 at the BOS position: the first step has no key yet
-            # eq. 13: (1-g)·Z_short + g·Z_ret. Under autocast Z_short is bf16 and the mix fp32
-            # (g · the fp32 BOS switch); CUDA's index_copy, unlike the CPU's, does not promote
-            z = z_short.index_copy(0, rows, (zs + g * (zr - zs)).to(z_short.dtype))
+            # eq. 13: (1-g)·Z_short + g·Z_ret, in fp32: under autocast Z_short is bf16 and the mix
+            # fp32 (g · the fp32 BOS switch). The CPU's autocast promotes index_copy to fp32,
+            # CUDA's does not (it refused the mixed dtypes): explicit, both compute the same
+            z = z_short.float().index_copy(0, rows, (zs + g * (zr - zs)).float())
             if need:  # attention on each retrieved token: its id's mass shared by its copies
                 ids, count = ctx["ret_ids"], ctx["ret_bias"].exp()
                 per_id = w_rows / count.clamp_min(1)[:, None, None, :]
