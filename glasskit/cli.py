@@ -164,6 +164,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise GlasskitError(f"--out {out}: exists and is not a table a sweep wrote; nothing was "
                             "changed. Choose another --out")
     rows = [(r.split(":")[0], r.split(":")[1] if ":" in r else None) for r in args.rows.split(",")]
+    names = {n for model, variant in rows for n in (model, variant, f"{model}:{variant}") if n}
+    unknown = [a for a in filter(None, args.against.split(",")) if a not in names]
+    if unknown:  # found out only after hours of training, and then a table without its tests
+        raise GlasskitError(f"--against {','.join(unknown)}: not a row of this sweep (--rows "
+                            f"{args.rows}); nothing was trained. Name one of the rows, or give "
+                            "--against '' for tables without paired tests")
     datasets = [tuple(d.partition("=")[::2]) for d in args.datasets.split(",")] if args.datasets else [
         (None, "")]
     seeds = _int_list(args.seeds, "--seeds")

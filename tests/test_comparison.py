@@ -88,6 +88,26 @@ def test_paired_tests_against_a_reference_row(store):
         significance_table(runs, "intrr")
 
 
+def test_against_names_a_row_whatever_its_preset_and_settings(store, monkeypatch):
+    """A sweep at --preset paper labels its rows ``sasrec (paper preset)``: ``--against sasrec``
+    must still find its reference (the GPU run's table came back without its tests)."""
+    from glasskit.analysis import run_tables
+
+    assert run_tables.row_name("sasrec (paper preset) [train.epochs=2]") == "sasrec"
+    assert run_tables.row_name("sidtier+shs (glass, switches off)") == "sidtier+shs (glass, switches off)"
+    _, runs = store
+    grouped = run_tables.group_runs
+
+    def as_paper_preset(*args, **kwargs):
+        return {(d, lab.replace(" [", " (paper preset) [")): v
+                for (d, lab), v in grouped(*args, **kwargs).items()}
+
+    monkeypatch.setattr(run_tables, "group_runs", as_paper_preset)
+    tests = significance_table(runs, "tiger")
+    assert tests.attrs["reference"]["synthetic"].startswith("tiger (paper preset)")
+    assert len(tests) == 2 and (tests["users"] == 64).all()
+
+
 def test_compare_against_on_the_command_line(store):
     _, runs = store
     res = subprocess.run([sys.executable, "-m", "glasskit", "compare", *map(str, (r.path for r in runs)),
@@ -140,6 +160,11 @@ def test_sweep_trains_resumably_and_writes_its_tables(tmp_path, monkeypatch):
     res = subprocess.run([*argv[:-2], str(mine)], capture_output=True, text=True)
     assert res.returncode != 0 and "is not a table a sweep wrote" in res.stderr
     assert mine.read_text() == "my notes\n"
+    other = tmp_path / "other.md"
+    res = subprocess.run([*argv[:argv.index("--against") + 1], "sasrec,intrr", "--out", str(other)],
+                         capture_output=True, text=True)  # a reference that is not a row: refused
+    assert res.returncode == 2 and "--against intrr: not a row of this sweep" in res.stderr
+    assert not other.exists() and len(list((tmp_path / "runs").glob("*/best.pt"))) == 2
 
 
 def test_converge_profile_is_one_budget_for_every_model():

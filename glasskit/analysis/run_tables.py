@@ -80,6 +80,15 @@ def row_label(run: Run) -> str:
     return f"{base} [{', '.join(diff)}]" if diff else base
 
 
+def row_name(label: str) -> str:
+    """A row label without its settings and preset (``sasrec (paper preset) [seed...]`` ->
+    ``sasrec``): the name the row order and ``--against`` go by."""
+    base = label.split(" [")[0]
+    if base.endswith(" preset)"):
+        base = base[:base.rindex(" (")]
+    return base
+
+
 def config_diff(cfg: Config) -> list[str]:
     """``key=value`` for every setting of ``cfg`` that differs from its profile (with the same
     dataset, model, preset and variant), seed excluded."""
@@ -101,7 +110,7 @@ def _row_order(label: str) -> int:
     order = []
     for name, entry in REGISTRY.items():
         order += [name, *(base_label(name, v) for v in entry.variants)]
-    base = label.split(" [")[0].split(" (paper preset)")[0]
+    base = row_name(label)
     return order.index(base) if base in order else len(order)
 
 
@@ -242,7 +251,8 @@ def significance_table(runs: list[str | Run], against: str, metric: str = "ndcg@
     rows, reference = [], {}
     for dataset in dict.fromkeys(d for d, _ in groups):
         labels = [lab for d, lab in groups if d == dataset]
-        named = [lab for lab in labels if against in (lab, lab.split(" [")[0])]
+        named = ([lab for lab in labels if lab == against]
+                 or [lab for lab in labels if against in (lab.split(" [")[0], row_name(lab))])
         if len(named) != 1:
             raise GlasskitError(f"--against {against!r}: {'no such row' if not named else 'ambiguous'} "
                                 f"on {dataset}; the rows are {', '.join(labels)}")
