@@ -119,6 +119,10 @@ def fingerprint(*parts: Any) -> str:
     h = hashlib.blake2b(digest_size=8)
     for part in parts:
         if isinstance(part, pd.DataFrame):
+            # pandas 3 reads text into its string dtype where pandas 2 reads object: hashed as
+            # object, the same data has one digest under both (runs from either machine pair up)
+            part = part.astype({c: object for c, t in part.dtypes.items()
+                                if isinstance(t, pd.StringDtype)})
             h.update(json.dumps([list(map(str, part.columns)), [str(t) for t in part.dtypes]]).encode())
             h.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
         elif isinstance(part, np.ndarray):

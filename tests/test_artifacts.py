@@ -61,6 +61,19 @@ def test_sid_table_follows_embeddings_edited_in_place(tmp_path):
     assert tokenize_dataset(prepare(cfg)).recon_error == after.recon_error  # and cached again
 
 
+def test_the_same_data_has_one_fingerprint_whatever_the_pandas_text_dtype():
+    """pandas 3 reads text columns into its string dtype, pandas 2 into object: the GPU machine
+    (pandas 3) gave the Toys runs another data fingerprint than this machine's for the same
+    files, so its runs would not pair with these. Text is hashed as object under both."""
+    from glasskit.io import fingerprint
+
+    items = pd.DataFrame({"item": [1, 2, 3], "title": ["a", "b|c", "é"]})
+    text = items.astype({"title": pd.StringDtype()})
+    assert fingerprint(text) == fingerprint(items)
+    edited = items.assign(title=["a", "b|c", "e"])
+    assert fingerprint(edited.astype({"title": pd.StringDtype()})) != fingerprint(items)
+
+
 def test_run_on_edited_data_is_never_reused(tmp_path):
     d = _csv(tmp_path / "d")
     cfg = _cfg(d)
