@@ -5,12 +5,14 @@
 # checkpoints, and each sweep's table), to unpack into a run store here:
 #   bash bench/gpu_check.sh; DEADLINE=300 bash bench/gpu_runs.sh
 #   mkdir -p runs/gpu && tar xzf FILES_AT/runs.tgz -C runs/gpu   # then GLASSKIT_RUNS=runs/gpu/runs
-# In priority order: TIGER and SASRec on Toys_and_Games at the papers' sizes (issue 21's GPU row),
-# the CPU-sized s3rec reproduction (Toys: 3 seeds and the GLASS rows; Sports: 1 seed), then the
-# converge comparison on ml-100k. The deadline interrupts a sweep as Ctrl-C would: finished runs
-# stay, an unfinished one comes back with its history so far and, in test-at-interrupt.json, its
-# best checkpoint so far evaluated on the test split (the last EVAL_S seconds, default 60, are
-# kept for that); its metrics.json is left as an unfinished run's, so no table counts it.
+# In priority order: TIGER and SASRec on Toys_and_Games at the papers' sizes (issue 21's GPU row,
+# done once on 2026-11-30), the CPU-sized s3rec reproduction (Toys: 3 seeds and the GLASS rows;
+# Sports: 1 seed), then the converge comparison on ml-100k. A machine starts bare, so a sweep
+# already brought back runs again: SWEEPS=s3rec-toys,converge-ml100k (say) runs only those.
+# The deadline interrupts a sweep as Ctrl-C would: finished runs stay, an unfinished one comes
+# back with its history so far and, in test-at-interrupt.json, its best checkpoint so far
+# evaluated on the test split (the last EVAL_S seconds, default 60, are kept for that); its
+# metrics.json is left as an unfinished run's, so no table counts it.
 set -uo pipefail
 PY=${PYTHON:-python3}
 OUT=${OUT:-bench/results/gpu-runs}
@@ -24,6 +26,7 @@ end=$((SECONDS + ${DEADLINE:-300} - eval_s))
 sweep() {  # NAME, then glasskit sweep's arguments
   local name=$1 left=$((end - SECONDS))
   shift
+  if [ -n "${SWEEPS:-}" ] && [[ ",$SWEEPS," != *",$name,"* ]]; then echo "== $name: not in SWEEPS"; return; fi
   if [ "$left" -lt 60 ]; then echo "== $name: skipped (deadline)"; return; fi
   echo "== $name ($left s left)"
   timeout -s INT -k 30 "$left" "$PY" -m glasskit sweep --out "$WORK/tables/$name.md" "$@"
