@@ -251,5 +251,6 @@ def write(out: Path, result: dict) -> str:
         os.replace(tmp, out / name)
     return table
 
+
 if __name__ == "__main__":
     sys.exit(main())

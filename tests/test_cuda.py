@@ -129,3 +129,24 @@ def test_gpu_check_runs_its_code_path_on_a_cpu_with_the_prepared_caches_alone(tm
     assert result["inference_ms"]["tiger"] > 0 and result["peak_tflops"] > 0
     table = (tmp_path / "out" / "gpu_check.md").read_text()
     assert "| glass:sidtier+shs | fp32 |" in table and "GLASS/TIGER" in table
+
+
+def test_glass_trains_under_autocast_where_index_copy_does_not_promote(monkeypatch):
+    """CUDA's autocast leaves index_copy alone, so GLASS's eq. 13 mix (fp32, from the fp32 BOS
+    switch) into a bf16 Z_short raised there (the first GPU check); the CPU's autocast promotes.
+    With index_copy as strict as CUDA's, a bf16 training step of GLASS runs on the CPU too."""
+    strict = torch.Tensor.index_copy
+
+    def index_copy(self, dim, index, source):
+        if self.dtype != source.dtype:
+            raise RuntimeError(f"index_copy_(): self {self.dtype} and source {source.dtype}")
+        return strict(self, dim, index, source)
+
+    monkeypatch.setattr(torch.Tensor, "index_copy", index_copy)
+    cfg = gk.configure("smoke", model="glass", variant="sidtier+shs", **{"train.amp": "bf16"})
+    ds, table = load(cfg)
+    device = torch.device("cpu")
+    model, batcher = model_and_batcher(cfg, ds, table, device)
+    batch = batcher.batch("train", np.arange(64))
+    loss = train_step(model, batch, make_optimizer(model, cfg), cfg, device)
+    assert torch.isfinite(loss)
