@@ -5,10 +5,11 @@
 # checkpoints, and each sweep's table), to unpack into a run store here:
 #   bash bench/gpu_check.sh; DEADLINE=300 bash bench/gpu_runs.sh
 #   mkdir -p runs/gpu && tar xzf FILES_AT/runs.tgz -C runs/gpu   # then GLASSKIT_RUNS=runs/gpu/runs
-# In priority order: TIGER and SASRec on Toys_and_Games at the papers' sizes (issue 21's GPU row,
-# done once on 2026-11-30), the CPU-sized s3rec reproduction (Toys: 3 seeds and the GLASS rows;
-# Sports: 1 seed), then the converge comparison on ml-100k. A machine starts bare, so a sweep
-# already brought back runs again: SWEEPS=s3rec-toys,converge-ml100k (say) runs only those.
+# In priority order, what the CPU has not run: TIGER and SASRec on Toys_and_Games at the CPU size,
+# seeds 1-2, GLASS sidtier+shs and sidtier+shs+cr on Toys (seed 0), TIGER and SASRec on Sports
+# (seed 0), the converge comparison on ml-100k, and last TIGER and SASRec at the papers' sizes
+# on Toys (run once on an H200, 2026-11-30). A machine starts bare, so a sweep already brought
+# back runs again: SWEEPS=s3rec-toys-glass,s3rec-sports (say) runs only those.
 # The deadline interrupts a sweep as Ctrl-C would: finished runs stay, an unfinished one comes
 # back with its history so far and, in test-at-interrupt.json, its best checkpoint so far
 # evaluated on the test split (the last EVAL_S seconds, default 60, are kept for that); its
@@ -34,13 +35,14 @@ sweep() {  # NAME, then glasskit sweep's arguments
 }
 
 {
-  toys=(--data-dir "$AMAZON" --set data.name=Toys_and_Games --against sasrec)
-  sweep paper-toys --profile s3rec --preset paper "${toys[@]}" --rows tiger,sasrec --seeds 0
-  sweep s3rec-toys --profile s3rec "${toys[@]}" --seeds 0,1,2 \
-    --rows tiger,sasrec,glass:sidtier+shs,glass:sidtier+shs+cr
+  toys=(--profile s3rec --data-dir "$AMAZON" --set data.name=Toys_and_Games)
+  # seed 0 of TIGER and SASRec came from the CPU (2026-11-30); their runs pair with these
+  sweep s3rec-toys-seeds --seeds 1,2 --rows tiger,sasrec --against sasrec "${toys[@]}"
+  sweep s3rec-toys-glass --seeds 0 --rows glass:sidtier+shs,glass:sidtier+shs+cr --against "" "${toys[@]}"
   sweep s3rec-sports --profile s3rec --data-dir "$AMAZON" --set data.name=Sports_and_Outdoors \
     --against sasrec --rows tiger,sasrec --seeds 0
   sweep converge-ml100k --profile converge --datasets ml-100k --seeds 0,1,2
+  sweep paper-toys --preset paper --rows tiger,sasrec --seeds 0 --against sasrec "${toys[@]}"
   for run in "$WORK"/runs/*/; do
     if [ -f "$run/best.pt" ] && [ ! -f "$run/ranks.npz" ]; then
       echo "== $(basename "$run"): unfinished, its best checkpoint on test"
