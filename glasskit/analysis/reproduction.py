@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from glasskit.analysis.run_tables import row_name
 from glasskit.data import Dataset
 from glasskit.runs import Run
 from glasskit.tokenize import SidTable
@@ -33,7 +34,7 @@ def reproduction_table(runs: dict[str, list[Run]], dataset: str, ranking: str = 
     paper = PUBLISHED.get(dataset, {})
     out = []
     for label, members in runs.items():
-        base = label.split(" [")[0].split(" (")[0]  # tiger [embed.method=...] is still TIGER
+        base = row_name(label)  # tiger [embed.method=...] and tiger (paper preset) are TIGER
         for metric in METRICS:
             values = np.array([r.metrics()["test"][ranking][metric] for r in members])
             ref = paper.get(base, {}).get(metric, np.nan)
