@@ -27,7 +27,7 @@ def _config(args: argparse.Namespace, model: str | None = None, variant: str | N
 def cmd_data(args: argparse.Namespace) -> int:
     from glasskit.data import prepare
 
-    ds = prepare(_config(args))
+    ds = prepare(_config(args, explicit=_overrides(args.set)))
     print(json.dumps(ds.stats()))
     return 0
 
@@ -41,7 +41,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         extra["tokenizer.method"] = args.method
     if args.codebooks:
         extra["tokenizer.codebooks"] = _int_list(args.codebooks, "--codebooks")
-    cfg = _config(args, explicit=extra)
+    cfg = _config(args, explicit={**_overrides(args.set), **extra})
     ds, table = load(cfg)
     stats = sid_stats(table, ds.embeddings())
     lengths = retrieval_lengths(ds, table.first)
@@ -248,8 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--data-dir", default=None, help="folder with the dataset's files")
         sp.add_argument("--profile", default=None, choices=PROFILES, help="default: quick")
 
+    def settings(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any config value, e.g. --set data.name=Sports_and_Outdoors")
+
     d = sub.add_parser("data", help="print a dataset's statistics as one JSON object")
     common(d)
+    settings(d)
     d.add_argument("--seed", type=int, default=None)
     d.set_defaults(func=cmd_data)
 
@@ -258,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", choices=("rqvae", "rqkmeans"), default=None)
     t.add_argument("--codebooks", default=None, help="sizes per level, e.g. 64,128,128")
     t.add_argument("--seed", type=int, default=None)
+    settings(t)
     t.set_defaults(func=cmd_tokenize)
 
     tr = sub.add_parser("train", help="train a model and write a run (config, checkpoints, metrics)")

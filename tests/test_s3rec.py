@@ -3,6 +3,9 @@ published protocol as a profile."""
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -101,3 +104,26 @@ def test_the_published_files_load_with_their_readme_statistics(name, users, item
     lengths = inter.groupby("user").size()
     assert lengths.median() == 6
     assert set(inter["item"]) <= set(raw.items["item"])  # every item has attributes
+
+
+def test_data_and_tokenize_commands_take_the_set_by_name(s3rec_dir, tmp_path):
+    """``glasskit data`` and ``tokenize`` pick an S3-Rec set by ``--set data.name=...`` as
+    train and sweep do (without it they could show only the profile's default set)."""
+    write(s3rec_dir / "Other.txt", (s3rec_dir / "Mini.txt").read_text().splitlines()[0] + "\n")
+    shutil.copy(s3rec_dir / "Mini_item2attributes.json", s3rec_dir / "Other_item2attributes.json")
+    env = {**os.environ, "GLASSKIT_CACHE": str(tmp_path / "cache")}
+    stats = {}
+    for name in ("Mini", "Other"):
+        res = subprocess.run([sys.executable, "-m", "glasskit", "data", "--profile", "s3rec",
+                              "--data-dir", str(s3rec_dir), "--set", f"data.name={name}"],
+                             capture_output=True, text=True, cwd=ROOT, env=env)
+        assert res.returncode == 0, res.stderr
+        stats[name] = json.loads(res.stdout)
+    assert stats["Mini"]["dataset"] == "s3rec/Mini" and stats["Other"]["dataset"] == "s3rec/Other"
+    assert stats["Other"]["users"] == 1 < stats["Mini"]["users"]
+    res = subprocess.run([sys.executable, "-m", "glasskit", "tokenize", "--profile", "s3rec",
+                          "--data-dir", str(s3rec_dir), "--set", "data.name=Mini",
+                          "--set", "tokenizer.codebooks=[4, 4]", "--method", "rqkmeans"],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["codebooks"] == [4, 4]
