@@ -7,7 +7,12 @@ import pytest
 from conftest import write
 
 import glasskit as gk
-from glasskit.analysis.reproduction import PUBLISHED, content_ties, reproduction_table
+from glasskit.analysis.reproduction import (
+    PUBLISHED,
+    content_ties,
+    long_history_reach,
+    reproduction_table,
+)
 from glasskit.notebook import read_records
 from glasskit.pipeline import load
 from glasskit.reports import build_reports, find_notebooks
@@ -62,6 +67,28 @@ def test_content_ties_count_items_their_attributes_do_not_tell_apart(tmp_path, m
     assert len({tuple(c) for c in table.codes}) == 12
 
 
+def test_long_history_reach_counts_what_glass_can_search(tmp_path, monkeypatch):
+    """Hand-counted on three users with a 4-item short window: user 1's history before its test
+    target fits the window; user 2 has [4] beyond it, user 3 [9, 10]."""
+    monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
+    d = tmp_path / "s3rec"
+    write(d / "Mini.txt", "1 1 2 3 4 5\n2 4 5 6 7 8 12\n3 9 10 11 12 4 5 2\n")
+    write(d / "Mini_item2attributes.json", json.dumps({str(i): [i % 4] for i in range(1, 13)}))
+    cfg = gk.configure("s3rec", data_dir=str(d), model="glass", variant="sidtier+shs",
+                       **{"data.name": "Mini", "data.short_len": 4, "embed.dim": 4,
+                          "tokenizer.method": "rqkmeans", "tokenizer.codebooks": [3, 2]})
+    ds, table = load(cfg)
+    reach = long_history_reach(ds, table)
+    assert reach["test users"] == 3 and reach["short window"] == 4
+    assert reach["users with a long history"] == pytest.approx(2 / 3)
+    assert reach["mean long history"] == pytest.approx(1.0)
+    first = table.first[np.searchsorted(ds.seqs.item_ids, np.arange(1, 13))]  # by original id
+    retrieved = [0, int(first[4 - 1] == first[12 - 1]),
+                 int(first[9 - 1] == first[2 - 1]) + int(first[10 - 1] == first[2 - 1])]
+    assert reach["mean retrieved"] == pytest.approx(np.mean(retrieved))
+    assert reach["search retrieves nothing"] == pytest.approx(np.mean([r == 0 for r in retrieved]))
+
+
 def test_notebook_07_is_left_out_of_the_main_command_unless_named():
     assert "07_reproduction.ipynb" not in [p.name for p in find_notebooks()]
     assert [p.name for p in find_notebooks(only=["07"])] == ["07_reproduction.ipynb"]
@@ -82,3 +109,5 @@ def test_notebook_07_on_smoke_runs_headless(tmp_path, monkeypatch):
     assert set(ties) == {f"{row} / {key}" for row in ("tiger", "tiger [embed.method=interactions]")
                          for key in ("content (item text)", "semantic codes")}
     assert all(0 <= v["items sharing it"] <= 1 and v["groups"] <= v["items"] for v in ties.values())
+    reach = rec["long history synthetic"]  # smoke histories run far past the 10-item window
+    assert reach["users with a long history"] == 1 and reach["mean retrieved"] > 0

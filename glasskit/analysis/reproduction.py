@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 
 from glasskit.analysis.run_tables import row_name
-from glasskit.data import Dataset
+from glasskit.data import Dataset, window_bounds
+from glasskit.pipeline import retrieval_lengths
 from glasskit.runs import Run
 from glasskit.tokenize import SidTable
 
@@ -67,3 +68,19 @@ def content_ties(ds: Dataset, table: SidTable) -> pd.DataFrame:
     rows = {"content (item text)": _ties(pd.factorize(pd.Series(ds.texts()))[0], targets),
             "semantic codes": _ties(codes.ravel(), targets)}
     return pd.DataFrame(rows).T.assign(items=ds.seqs.n_items)
+
+
+def long_history_reach(ds: Dataset, table: SidTable) -> dict[str, float]:
+    """What GLASS's long-history modules have to work with at the test position: the share of
+    users with any history beyond the ``short_len`` window, its mean length, and the share of
+    test samples whose semantic hard search (§4.3: long-history items sharing the target's first
+    code) retrieves nothing, with the mean retrieved length. Where both are near 0, GLASS is
+    TIGER with SID-Tier for almost every user."""
+    test = ds.splits["test"]
+    _, _, start, end = window_bounds(ds.seqs, test, ds.short_len, ds.long_max)
+    retrieved = retrieval_lengths(ds, table.first)
+    return {"test users": len(test), "short window": ds.short_len,
+            "users with a long history": float((end > start).mean()),
+            "mean long history": float((end - start).mean()),
+            "search retrieves nothing": float((retrieved == 0).mean()),
+            "mean retrieved": float(retrieved.mean())}
