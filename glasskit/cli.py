@@ -154,7 +154,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     its last epoch). After each run the tables are rewritten (``--out``)."""
     from pathlib import Path
 
-    from glasskit.analysis.run_tables import markdown, seed_table, significance_table
+    from glasskit.analysis.run_tables import base_label, markdown, seed_table, significance_table
     from glasskit.io import write_text
     from glasskit.runs import runs_root
     from glasskit.train import train
@@ -164,12 +164,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise GlasskitError(f"--out {out}: exists and is not a table a sweep wrote; nothing was "
                             "changed. Choose another --out")
     rows = [(r.split(":")[0], r.split(":")[1] if ":" in r else None) for r in args.rows.split(",")]
-    names = {n for model, variant in rows for n in (model, variant, f"{model}:{variant}") if n}
+    names = [base_label(model, variant) for model, variant in rows]  # as the tables name them
     unknown = [a for a in filter(None, args.against.split(",")) if a not in names]
     if unknown:  # found out only after hours of training, and then a table without its tests
-        raise GlasskitError(f"--against {','.join(unknown)}: not a row of this sweep (--rows "
-                            f"{args.rows}); nothing was trained. Name one of the rows, or give "
-                            "--against '' for tables without paired tests")
+        raise GlasskitError(f"--against {','.join(unknown)}: not a row of this sweep; nothing was "
+                            f"trained. Name one of its rows as the tables do ({', '.join(names)}), "
+                            "or give --against '' for tables without paired tests")
     datasets = [tuple(d.partition("=")[::2]) for d in args.datasets.split(",")] if args.datasets else [
         (None, "")]
     seeds = _int_list(args.seeds, "--seeds")

@@ -161,9 +161,11 @@ def test_sweep_trains_resumably_and_writes_its_tables(tmp_path, monkeypatch):
     assert res.returncode != 0 and "is not a table a sweep wrote" in res.stderr
     assert mine.read_text() == "my notes\n"
     other = tmp_path / "other.md"
-    res = subprocess.run([*argv[:argv.index("--against") + 1], "sasrec,intrr", "--out", str(other)],
-                         capture_output=True, text=True)  # a reference that is not a row: refused
-    assert res.returncode == 2 and "--against intrr: not a row of this sweep" in res.stderr
+    for against, bad in (("sasrec,intrr", "intrr"), ("tiger:x", "tiger:x")):  # not a row: refused
+        res = subprocess.run([*argv[:argv.index("--against") + 1], against, "--out", str(other)],
+                             capture_output=True, text=True)
+        assert res.returncode == 2 and f"--against {bad}: not a row of this sweep" in res.stderr
+        assert "(tiger, sasrec)" in res.stderr
     assert not other.exists() and len(list((tmp_path / "runs").glob("*/best.pt"))) == 2
 
 
