@@ -9,6 +9,7 @@ from conftest import write
 import glasskit as gk
 from glasskit.analysis.reproduction import (
     PUBLISHED,
+    collision_baselines,
     content_ties,
     long_history_reach,
     reproduction_table,
@@ -17,6 +18,7 @@ from glasskit.notebook import read_records
 from glasskit.pipeline import load
 from glasskit.reports import build_reports, find_notebooks
 from glasskit.runs import create_run
+from glasskit.tokenize import SidTable, resolve_collisions
 
 
 def _run(root, model, variant, seed, hit10):
@@ -67,6 +69,38 @@ def test_content_ties_count_items_their_attributes_do_not_tell_apart(tmp_path, m
     assert len({tuple(c) for c in table.codes}) == 12
 
 
+def test_collision_baselines_name_the_target_without_its_history(tmp_path, monkeypatch):
+    """Hand-counted: test targets 5, 12, 2; training interactions (all but each user's last
+    two) 1 2 3 | 4 5 6 7 | 9 10 11 12 4, so item 4 twice, item 8 never, the rest once. Groups
+    (one semantic level) A {1,4,7,10}, B {2,5,8,11}, C {3,6,9}, D {12}; the collision level
+    numbers a group's items in item order."""
+    monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
+    d = tmp_path / "s3rec"
+    write(d / "Mini.txt", "1 1 2 3 4 5\n2 4 5 6 7 8 12\n3 9 10 11 12 4 5 2\n")
+    write(d / "Mini_item2attributes.json", json.dumps({str(i): [i % 4] for i in range(1, 13)}))
+    cfg = gk.configure("s3rec", data_dir=str(d), model="tiger",
+                       **{"data.name": "Mini", "embed.dim": 4, "tokenizer.method": "rqkmeans",
+                          "tokenizer.codebooks": [3, 2]})
+    ds, tokenized = load(cfg)
+    group = {**dict.fromkeys([1, 4, 7, 10], 0), **dict.fromkeys([2, 5, 8, 11], 1),
+             **dict.fromkeys([3, 6, 9], 2), 12: 3}
+    semantic = np.array([[group[int(i)]] for i in ds.seqs.item_ids])
+    codes, extra = resolve_collisions(semantic, "dedup")
+    table = SidTable(codes=codes, sizes=[4, extra], semantic_levels=1, codebooks=[np.eye(4)],
+                     method="hand", collisions="dedup", recon_error=0.0)
+    b = collision_baselines(ds, table)
+    assert b["test targets"] == 3
+    # 5: B's most trained are 2, 5, 11 (once each; 8 never), so 1/3; 12: alone, 1; 2: 1/3
+    assert b["most trained item of the group"] == pytest.approx((1 / 3 + 1 + 1 / 3) / 3)
+    assert b["collision index 0"] == pytest.approx(2 / 3)  # 12 and 2 come first in their groups
+    assert b["uniform within the group"] == pytest.approx((1 / 4 + 1 + 1 / 4) / 3)
+    kept = SidTable(codes=semantic, sizes=[4], semantic_levels=1, codebooks=[np.eye(4)],
+                    method="hand", collisions="keep", recon_error=0.0)
+    with pytest.raises(ValueError, match="collision level"):
+        collision_baselines(ds, kept)
+    assert collision_baselines(ds, tokenized)["test targets"] == 3
+
+
 def test_long_history_reach_counts_what_glass_can_search(tmp_path, monkeypatch):
     """Hand-counted on three users with a 4-item short window: user 1's history before its test
     target fits the window; user 2 has [4] beyond it, user 3 [9, 10]."""
@@ -111,3 +145,9 @@ def test_notebook_07_on_smoke_runs_headless(tmp_path, monkeypatch):
     assert all(0 <= v["items sharing it"] <= 1 and v["groups"] <= v["items"] for v in ties.values())
     reach = rec["long history synthetic"]  # smoke histories run far past the 10-item window
     assert reach["users with a long history"] == 1 and reach["mean retrieved"] > 0
+    collision = {k.split(" / ", 1)[1]: v for k, v in rec.items() if k.startswith("collision level")}
+    assert set(collision) == {"tiger", "tiger [embed.method=interactions]"}
+    for v in collision.values():
+        assert 0 <= v["collision index 0"] <= 1 and 0 < v["uniform within the group"] <= 1
+        assert 0 <= v["most trained item of the group"] <= 1
+        assert 0 <= v["TIGER (teacher-forced)"] <= 1

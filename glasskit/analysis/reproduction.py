@@ -70,6 +70,31 @@ def content_ties(ds: Dataset, table: SidTable) -> pd.DataFrame:
     return pd.DataFrame(rows).T.assign(items=ds.seqs.n_items)
 
 
+def collision_baselines(ds: Dataset, table: SidTable) -> dict[str, float]:
+    """How often rules that read no history name a test target's collision code when given its
+    true semantic codes: the item of the target's group with the most training interactions
+    (ties at random, as an expected share), collision index 0, and a uniform guess within the
+    group. A model's teacher-forced accuracy at the collision level (``acc`` in metrics.json)
+    near these says it learnt little there beyond a popularity prior."""
+    if table.codes.shape[1] == table.semantic_levels:
+        raise ValueError("collision_baselines needs a collision level (tokenizer.collisions: "
+                         "dedup); this SID table keeps colliding codes as they are")
+    test = ds.splits["test"]
+    targets = ds.seqs.items[ds.seqs.offsets[test.user] + test.t]
+    group = np.unique(table.codes[:, :table.semantic_levels], axis=0, return_inverse=True)[1]
+    group = group.ravel()
+    trained = np.bincount(ds.training_interactions()[1], minlength=ds.seqs.n_items)
+    most = np.zeros(group.max() + 1, dtype=trained.dtype)
+    np.maximum.at(most, group, trained)
+    is_most = trained == most[group]
+    n_most = np.bincount(group, weights=is_most)
+    g = group[targets]
+    return {"test targets": len(targets),
+            "most trained item of the group": float(np.mean(is_most[targets] / n_most[g])),
+            "collision index 0": float(np.mean(table.codes[targets, -1] == 0)),
+            "uniform within the group": float(np.mean(1 / np.bincount(group)[g]))}
+
+
 def long_history_reach(ds: Dataset, table: SidTable) -> dict[str, float]:
     """What GLASS's long-history modules have to work with at the test position: the share of
     users with any history beyond the ``short_len`` window, its mean length, and the share of
