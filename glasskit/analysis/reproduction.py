@@ -46,6 +46,18 @@ def reproduction_table(runs: dict[str, list[Run]], dataset: str, ranking: str = 
     return pd.DataFrame(out).set_index(["row", "metric"]).round(4)
 
 
+def _test_targets(ds: Dataset) -> np.ndarray:
+    """The item index of every test target."""
+    test = ds.splits["test"]
+    return ds.seqs.items[ds.seqs.offsets[test.user] + test.t]
+
+
+def _code_groups(table: SidTable) -> np.ndarray:
+    """A group label per item: items with the same semantic codes (collision level left out)
+    share one."""
+    return np.unique(table.semantic_codes(), axis=0, return_inverse=True)[1].ravel()
+
+
 def _ties(group: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     """For a group label per item: the share of items, and of ``targets``, in a group of two or
     more."""
@@ -62,11 +74,9 @@ def content_ties(ds: Dataset, table: SidTable) -> pd.DataFrame:
     attribute ids) and the semantic codes without the collision level. Items with the same
     text get the same embedding, hence the same semantic codes, and only the collision level
     (an arbitrary index, learnt from interactions alone) tells them apart."""
-    test = ds.splits["test"]
-    targets = ds.seqs.items[ds.seqs.offsets[test.user] + test.t]
-    codes = np.unique(table.codes[:, :table.semantic_levels], axis=0, return_inverse=True)[1]
+    targets = _test_targets(ds)
     rows = {"content (item text)": _ties(pd.factorize(pd.Series(ds.texts()))[0], targets),
-            "semantic codes": _ties(codes.ravel(), targets)}
+            "semantic codes": _ties(_code_groups(table), targets)}
     return pd.DataFrame(rows).T.assign(items=ds.seqs.n_items)
 
 
@@ -79,10 +89,7 @@ def collision_baselines(ds: Dataset, table: SidTable) -> dict[str, float]:
     if table.codes.shape[1] == table.semantic_levels:
         raise ValueError("collision_baselines needs a collision level (tokenizer.collisions: "
                          "dedup); this SID table keeps colliding codes as they are")
-    test = ds.splits["test"]
-    targets = ds.seqs.items[ds.seqs.offsets[test.user] + test.t]
-    group = np.unique(table.codes[:, :table.semantic_levels], axis=0, return_inverse=True)[1]
-    group = group.ravel()
+    targets, group = _test_targets(ds), _code_groups(table)
     trained = np.bincount(ds.training_interactions()[1], minlength=ds.seqs.n_items)
     most = np.zeros(group.max() + 1, dtype=trained.dtype)
     np.maximum.at(most, group, trained)
