@@ -13,6 +13,7 @@ from glasskit.analysis.reproduction import (
     content_ties,
     long_history_reach,
     reproduction_table,
+    validation_to_test,
 )
 from glasskit.notebook import read_records
 from glasskit.pipeline import load
@@ -101,6 +102,35 @@ def test_collision_baselines_name_the_target_without_its_history(tmp_path, monke
     assert collision_baselines(ds, tokenized)["test targets"] == 3
 
 
+def test_validation_to_test_splits_the_drop_by_the_targets_training_interactions(tmp_path, monkeypatch):
+    """Hand-counted: training interactions (all but each user's last two) 1 2 3 | 4 5 6 7 |
+    9 10 11 12 4 | 2 6 1, so items 1, 2, 4 and 6 twice, 8 never, the rest once. Validation
+    targets 4 8 5 4 (buckets >=2, <2, <2, >=2), test targets 5 12 2 9 (<2, <2, >=2, <2)."""
+    monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
+    d = tmp_path / "s3rec"
+    write(d / "Mini.txt", "1 1 2 3 4 5\n2 4 5 6 7 8 12\n3 9 10 11 12 4 5 2\n4 2 6 1 4 9\n")
+    write(d / "Mini_item2attributes.json", json.dumps({str(i): [i % 4] for i in range(1, 13)}))
+    cfg = gk.configure("s3rec", data_dir=str(d), model="tiger",
+                       **{"data.name": "Mini", "embed.dim": 4, "tokenizer.method": "rqkmeans",
+                          "tokenizer.codebooks": [3, 2]})
+    ds, _ = load(cfg)
+    users = np.array([3, 2, 1, 0])  # any order: results are matched to the split by user
+    ranks = {"valid_users": users, "valid_unmasked": np.array([15, 3, 0, 1]),  # hits 0 1 0 1
+             "test_users": users, "test_unmasked": np.array([11, 5, 0, 2])}  # hits 0 1 0 1
+    t = validation_to_test(ds, ranks, "hit@10", edges=(2,))
+    assert list(t.index) == ["< 2", ">= 2", "all", "test at the validation mix"]
+    assert list(t["valid share"][:2]) == [0.5, 0.5] and list(t["test share"][:2]) == [0.75, 0.25]
+    assert list(t["valid hit@10"][:3]) == [0.5, 0.5, 0.5]
+    assert t["test hit@10"].tolist()[:3] == pytest.approx([1 / 3, 1.0, 0.5])
+    # the test buckets at the validation mix: 0.5 * 1/3 + 0.5 * 1
+    assert t.loc["test at the validation mix", "test hit@10"] == pytest.approx(2 / 3)
+    assert t["test / valid"].tolist() == pytest.approx([2 / 3, 2.0, 1.0, 4 / 3])
+    with pytest.raises(ValueError, match="valid_masked"):
+        validation_to_test(ds, ranks, ranking="masked")
+    with pytest.raises(ValueError, match="other data"):
+        validation_to_test(ds, {**ranks, "test_users": np.array([7, 2, 1, 0])})
+
+
 def test_long_history_reach_counts_what_glass_can_search(tmp_path, monkeypatch):
     """Hand-counted on three users with a 4-item short window: user 1's history before its test
     target fits the window; user 2 has [4] beyond it, user 3 [9, 10]."""
@@ -151,3 +181,7 @@ def test_notebook_07_on_smoke_runs_headless(tmp_path, monkeypatch):
         assert 0 <= v["collision index 0"] <= 1 and 0 < v["uniform within the group"] <= 1
         assert 0 <= v["most trained item of the group"] <= 1
         assert 0 <= v["TIGER (teacher-forced)"] <= 1
+    drop = {k.split(" / ", 1)[1]: v for k, v in rec.items() if k.startswith("validation to test")}
+    assert set(drop) == set(rec["rows"])
+    for v in drop.values():
+        assert 0 <= v["all"]["test hit@10"] <= 1 and v["all"]["valid share"] == 1

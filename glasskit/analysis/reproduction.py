@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from glasskit.analysis.run_tables import row_name
+from glasskit.analysis.significance import per_user_metric
 from glasskit.data import Dataset, window_bounds
 from glasskit.pipeline import retrieval_lengths
 from glasskit.runs import Run
@@ -46,10 +47,10 @@ def reproduction_table(runs: dict[str, list[Run]], dataset: str, ranking: str = 
     return pd.DataFrame(out).set_index(["row", "metric"]).round(4)
 
 
-def _test_targets(ds: Dataset) -> np.ndarray:
-    """The item index of every test target."""
-    test = ds.splits["test"]
-    return ds.seqs.items[ds.seqs.offsets[test.user] + test.t]
+def _targets(ds: Dataset, split: str = "test") -> np.ndarray:
+    """The item index of every target of ``split``, in the split's order."""
+    samples = ds.splits[split]
+    return ds.seqs.items[ds.seqs.offsets[samples.user] + samples.t]
 
 
 def _code_groups(table: SidTable) -> np.ndarray:
@@ -74,7 +75,7 @@ def content_ties(ds: Dataset, table: SidTable) -> pd.DataFrame:
     attribute ids) and the semantic codes without the collision level. Items with the same
     text get the same embedding, hence the same semantic codes, and only the collision level
     (an arbitrary index, learnt from interactions alone) tells them apart."""
-    targets = _test_targets(ds)
+    targets = _targets(ds)
     rows = {"content (item text)": _ties(pd.factorize(pd.Series(ds.texts()))[0], targets),
             "semantic codes": _ties(_code_groups(table), targets)}
     return pd.DataFrame(rows).T.assign(items=ds.seqs.n_items)
@@ -89,7 +90,7 @@ def collision_baselines(ds: Dataset, table: SidTable) -> dict[str, float]:
     if table.codes.shape[1] == table.semantic_levels:
         raise ValueError("collision_baselines needs a collision level (tokenizer.collisions: "
                          "dedup); this SID table keeps colliding codes as they are")
-    targets, group = _test_targets(ds), _code_groups(table)
+    targets, group = _targets(ds), _code_groups(table)
     trained = np.bincount(ds.training_interactions()[1], minlength=ds.seqs.n_items)
     most = np.zeros(group.max() + 1, dtype=trained.dtype)
     np.maximum.at(most, group, trained)
@@ -100,6 +101,44 @@ def collision_baselines(ds: Dataset, table: SidTable) -> dict[str, float]:
             "most trained item of the group": float(np.mean(is_most[targets] / n_most[g])),
             "collision index 0": float(np.mean(table.codes[targets, -1] == 0)),
             "uniform within the group": float(np.mean(1 / np.bincount(group)[g]))}
+
+
+def validation_to_test(ds: Dataset, ranks: dict[str, np.ndarray], metric: str = "hit@10",
+                       ranking: str = "unmasked", edges: tuple[int, ...] = (5, 20)) -> pd.DataFrame:
+    """A run's ``metric`` on the validation and on the test targets, per bucket of the target's
+    training interactions (``edges`` split them: < 5, 5-19, >= 20 by default), read from its
+    per-user results (``Run.ranks()``). Beside each split's share of targets in the bucket: the
+    test/validation ratio, and a last row with the test buckets reweighted to the validation
+    mix. Where the test targets are colder than the validation targets, that row says how much of
+    the drop from validation to test the mix explains; the rest is a drop within the buckets."""
+    edges = tuple(sorted(edges))
+    trained = np.bincount(ds.training_interactions()[1], minlength=ds.seqs.n_items)
+    labels = [f"< {edges[0]}", *(f"{a}-{b - 1}" for a, b in zip(edges, edges[1:])), f">= {edges[-1]}"]
+    cols = {}
+    for split in ("valid", "test"):
+        if f"{split}_users" not in ranks or f"{split}_{ranking}" not in ranks:
+            raise ValueError(f"the per-user results hold {sorted(ranks)}, not {split}_users and "
+                             f"{split}_{ranking}: pass a run's ranks() and a ranking it was "
+                             "evaluated in (masked or unmasked)")
+        users = ds.splits[split].user
+        order = np.argsort(users)
+        at = np.searchsorted(users, ranks[f"{split}_users"], sorter=order).clip(max=len(users) - 1)
+        if not np.array_equal(users[order[at]], ranks[f"{split}_users"]):
+            raise ValueError(f"the per-user results name {split} users this dataset does not "
+                             "have: they come from a run on other data")
+        bucket = np.digitize(trained[_targets(ds, split)[order[at]]], edges)
+        value = per_user_metric(ranks[f"{split}_{ranking}"], metric)
+        share = np.bincount(bucket, minlength=len(labels)) / len(bucket)
+        mean = [value[bucket == b].mean() if (bucket == b).any() else np.nan
+                for b in range(len(labels))]
+        cols[split] = (share, np.array(mean), value.mean())
+    (vs, vm, vall), (ts, tm, tall) = cols["valid"], cols["test"]
+    table = pd.DataFrame({"valid share": vs, f"valid {metric}": vm, "test share": ts,
+                          f"test {metric}": tm}, index=labels)
+    table.loc["all"] = [1.0, vall, 1.0, tall]
+    table.loc["test at the validation mix"] = [1.0, vall, 1.0, np.where(vs > 0, vs * tm, 0.0).sum()]
+    table["test / valid"] = table[f"test {metric}"] / table[f"valid {metric}"]
+    return table.rename_axis(f"target's training interactions ({ranking})")
 
 
 def long_history_reach(ds: Dataset, table: SidTable) -> dict[str, float]:
