@@ -45,18 +45,27 @@ def test_table_puts_the_paper_beside_each_row_with_the_ratio(tmp_path):
     assert np.isnan(reproduction_table(runs, "Beauty").loc[("tiger", "ndcg@5"), "paper"])
 
 
-def test_content_ties_count_items_their_attributes_do_not_tell_apart(tmp_path, monkeypatch):
+MINI = "1 1 2 3 4 5\n2 4 5 6 7 8 12\n3 9 10 11 12 4 5 2\n"  # test targets 5, 12, 2
+
+
+def _mini(tmp_path, monkeypatch, sequences=MINI, attributes=None, model="tiger", variant=None,
+          **overrides):
+    """A 12-item S3-Rec set (attributes: item id mod 4 unless given) and its loaded dataset and
+    SID table (RQ-KMeans [3, 2] plus a collision level)."""
     monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
     d = tmp_path / "s3rec"
-    # test targets (each user's last item): 5, 12, 2
-    write(d / "Mini.txt", "1 1 2 3 4 5\n2 4 5 6 7 8 12\n3 9 10 11 12 4 5 2\n")
+    write(d / "Mini.txt", sequences)
+    attributes = attributes or {str(i): [i % 4] for i in range(1, 13)}
+    write(d / "Mini_item2attributes.json", json.dumps(attributes))
+    return load(gk.configure("s3rec", data_dir=str(d), model=model, variant=variant,
+                             **{"data.name": "Mini", "embed.dim": 4, "tokenizer.method": "rqkmeans",
+                                "tokenizer.codebooks": [3, 2], **overrides}))
+
+
+def test_content_ties_count_items_their_attributes_do_not_tell_apart(tmp_path, monkeypatch):
     attrs = {str(i): [1, 2, 10 + i % 3] for i in range(1, 12)}  # groups {1,4,7,10} {2,5,8,11} {3,6,9}
     attrs["12"] = [7]  # and item 12 alone
-    write(d / "Mini_item2attributes.json", json.dumps(attrs))
-    cfg = gk.configure("s3rec", data_dir=str(d), model="tiger",
-                       **{"data.name": "Mini", "embed.dim": 4, "tokenizer.method": "rqkmeans",
-                          "tokenizer.codebooks": [3, 2]})
-    ds, table = load(cfg)
+    ds, table = _mini(tmp_path, monkeypatch, attributes=attrs)
     t = content_ties(ds, table)
     content = t.loc["content (item text)"]
     assert content["groups"] == 4 and content["largest group"] == 4 and content["items"] == 12
@@ -75,14 +84,7 @@ def test_collision_baselines_name_the_target_without_its_history(tmp_path, monke
     two) 1 2 3 | 4 5 6 7 | 9 10 11 12 4, so item 4 twice, item 8 never, the rest once. Groups
     (one semantic level) A {1,4,7,10}, B {2,5,8,11}, C {3,6,9}, D {12}; the collision level
     numbers a group's items in item order."""
-    monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
-    d = tmp_path / "s3rec"
-    write(d / "Mini.txt", "1 1 2 3 4 5\n2 4 5 6 7 8 12\n3 9 10 11 12 4 5 2\n")
-    write(d / "Mini_item2attributes.json", json.dumps({str(i): [i % 4] for i in range(1, 13)}))
-    cfg = gk.configure("s3rec", data_dir=str(d), model="tiger",
-                       **{"data.name": "Mini", "embed.dim": 4, "tokenizer.method": "rqkmeans",
-                          "tokenizer.codebooks": [3, 2]})
-    ds, tokenized = load(cfg)
+    ds, tokenized = _mini(tmp_path, monkeypatch)
     group = {**dict.fromkeys([1, 4, 7, 10], 0), **dict.fromkeys([2, 5, 8, 11], 1),
              **dict.fromkeys([3, 6, 9], 2), 12: 3}
     semantic = np.array([[group[int(i)]] for i in ds.seqs.item_ids])
@@ -106,14 +108,7 @@ def test_validation_to_test_splits_the_drop_by_the_targets_training_interactions
     """Hand-counted: training interactions (all but each user's last two) 1 2 3 | 4 5 6 7 |
     9 10 11 12 4 | 2 6 1, so items 1, 2, 4 and 6 twice, 8 never, the rest once. Validation
     targets 4 8 5 4 (buckets >=2, <2, <2, >=2), test targets 5 12 2 9 (<2, <2, >=2, <2)."""
-    monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
-    d = tmp_path / "s3rec"
-    write(d / "Mini.txt", "1 1 2 3 4 5\n2 4 5 6 7 8 12\n3 9 10 11 12 4 5 2\n4 2 6 1 4 9\n")
-    write(d / "Mini_item2attributes.json", json.dumps({str(i): [i % 4] for i in range(1, 13)}))
-    cfg = gk.configure("s3rec", data_dir=str(d), model="tiger",
-                       **{"data.name": "Mini", "embed.dim": 4, "tokenizer.method": "rqkmeans",
-                          "tokenizer.codebooks": [3, 2]})
-    ds, _ = load(cfg)
+    ds, _ = _mini(tmp_path, monkeypatch, MINI + "4 2 6 1 4 9\n")
     users = np.array([3, 2, 1, 0])  # any order: results are matched to the split by user
     ranks = {"valid_users": users, "valid_unmasked": np.array([15, 3, 0, 1]),  # hits 0 1 0 1
              "test_users": users, "test_unmasked": np.array([11, 5, 0, 2])}  # hits 0 1 0 1
@@ -134,14 +129,8 @@ def test_validation_to_test_splits_the_drop_by_the_targets_training_interactions
 def test_long_history_reach_counts_what_glass_can_search(tmp_path, monkeypatch):
     """Hand-counted on three users with a 4-item short window: user 1's history before its test
     target fits the window; user 2 has [4] beyond it, user 3 [9, 10]."""
-    monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
-    d = tmp_path / "s3rec"
-    write(d / "Mini.txt", "1 1 2 3 4 5\n2 4 5 6 7 8 12\n3 9 10 11 12 4 5 2\n")
-    write(d / "Mini_item2attributes.json", json.dumps({str(i): [i % 4] for i in range(1, 13)}))
-    cfg = gk.configure("s3rec", data_dir=str(d), model="glass", variant="sidtier+shs",
-                       **{"data.name": "Mini", "data.short_len": 4, "embed.dim": 4,
-                          "tokenizer.method": "rqkmeans", "tokenizer.codebooks": [3, 2]})
-    ds, table = load(cfg)
+    ds, table = _mini(tmp_path, monkeypatch, model="glass", variant="sidtier+shs",
+                      **{"data.short_len": 4})
     reach = long_history_reach(ds, table)
     assert reach["test users"] == 3 and reach["short window"] == 4
     assert reach["users with a long history"] == pytest.approx(2 / 3)
