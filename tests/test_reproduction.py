@@ -122,6 +122,9 @@ def test_validation_to_test_splits_the_drop_by_the_targets_training_interactions
     assert t["test / valid"].tolist() == pytest.approx([2 / 3, 2.0, 1.0, 4 / 3])
     with pytest.raises(ValueError, match="valid_masked"):
         validation_to_test(ds, ranks, ranking="masked")
+    for edges in ((), (20, 5), (0, 5)):
+        with pytest.raises(ValueError, match="edges"):
+            validation_to_test(ds, ranks, edges=edges)
     with pytest.raises(ValueError, match="other data"):
         validation_to_test(ds, {**ranks, "test_users": np.array([7, 2, 1, 0])})
 

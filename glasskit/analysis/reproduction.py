@@ -111,7 +111,9 @@ def validation_to_test(ds: Dataset, ranks: dict[str, np.ndarray], metric: str = 
     test/validation ratio, and a last row with the test buckets reweighted to the validation
     mix. Where the test targets are colder than the validation targets, that row says how much of
     the drop from validation to test the mix explains; the rest is a drop within the buckets."""
-    edges = tuple(sorted(edges))
+    if not edges or any(a >= b for a, b in zip((0, *edges), edges)):
+        raise ValueError(f"edges must be increasing positive interaction counts, e.g. (5, 20), "
+                         f"got {edges!r}")
     trained = np.bincount(ds.training_interactions()[1], minlength=ds.seqs.n_items)
     labels = [f"< {edges[0]}", *(f"{a}-{b - 1}" for a, b in zip(edges, edges[1:])), f">= {edges[-1]}"]
     cols = {}
