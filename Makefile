@@ -40,26 +40,28 @@ report-refresh: $(VENV)/.installed
 # The comparison under the shared convergence budget (hours on 2 CPU cores; rerun to resume):
 # every row on every training position to convergence. Ordered so that the smallest complete
 # table lands first: seed 0 on both datasets, then ml-100k's seeds 1-2, then ml-latest-small's
-# (each sweep reuses the runs the earlier ones finished; the last writes the whole table)
+# (each sweep reuses the runs the earlier ones finished; the last writes the whole table).
+# Runs and tables go to results/, which is committed: a finished run's record (config, metrics,
+# per-user ranks) is reused without its checkpoints, so the tables are rebuilt, not retrained,
+# from a clone. Train afresh into another store with RESULTS=/some/folder.
 MLS ?= ml-latest-small=../shared/data/ml-latest-small
+RESULTS ?= results
+SWEEP := GLASSKIT_RUNS=$(RESULTS)/runs $(PY) -m glasskit sweep
 compare: $(VENV)/.installed
-	$(PY) -m glasskit sweep --profile converge --seeds 0 --datasets ml-100k,$(MLS) \
-	  --out reports/comparison-seed0.md
-	$(PY) -m glasskit sweep --profile converge --seeds 0,1,2 --datasets ml-100k \
-	  --out reports/comparison-ml-100k.md
-	$(PY) -m glasskit sweep --profile converge --seeds 0,1,2 --datasets ml-100k,$(MLS) \
-	  --out reports/comparison.md
+	$(SWEEP) --profile converge --seeds 0 --datasets ml-100k,$(MLS) --out $(RESULTS)/comparison-seed0.md
+	$(SWEEP) --profile converge --seeds 0,1,2 --datasets ml-100k --out $(RESULTS)/comparison-ml-100k.md
+	$(SWEEP) --profile converge --seeds 0,1,2 --datasets ml-100k,$(MLS) --out $(RESULTS)/comparison.md
 
 # TIGER and SASRec (3 seeds) and GLASS on Amazon Toys, then 1 seed on Sports, under TIGER Table 1's
 # protocol at CPU size (hours on 2 CPU cores; rerun to resume), then notebook 07 over those runs
 AMAZON ?= ../shared/data/amazon-s3rec
 reproduce: $(VENV)/.installed
-	$(PY) -m glasskit sweep --profile s3rec --data-dir $(AMAZON) --set data.name=Toys_and_Games \
+	$(SWEEP) --profile s3rec --data-dir $(AMAZON) --set data.name=Toys_and_Games \
 	  --rows tiger,sasrec,glass:sidtier+shs,glass:sidtier+shs+cr --seeds 0,1,2 --against sasrec \
-	  --out reports/reproduction-toys.md
-	$(PY) -m glasskit sweep --profile s3rec --data-dir $(AMAZON) --set data.name=Sports_and_Outdoors \
-	  --rows tiger,sasrec --seeds 0 --against sasrec --out reports/reproduction-sports.md
-	$(PY) -m glasskit reports --profile s3rec --only 07 --out reports \
+	  --out $(RESULTS)/reproduction-toys.md
+	$(SWEEP) --profile s3rec --data-dir $(AMAZON) --set data.name=Sports_and_Outdoors \
+	  --rows tiger,sasrec --seeds 0 --against sasrec --out $(RESULTS)/reproduction-sports.md
+	GLASSKIT_RUNS=$(RESULTS)/runs $(PY) -m glasskit reports --profile s3rec --only 07 --out reports \
 	  --param '07:names=[Toys_and_Games, Sports_and_Outdoors]' --param '07:seeds=[0]'
 
 # The GPU check (bench/gpu_check.py). On a GPU machine with network and this .venv: make gpu-check.

@@ -152,11 +152,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Train every (seed, dataset, row) one at a time, seed-major so that one seed of every row
     lands first; a rerun resumes (finished runs are reused, an interrupted one continues from
     its last epoch). After each run the tables are rewritten (``--out``)."""
+    from collections import Counter
     from pathlib import Path
 
     from glasskit.analysis.run_tables import base_label, markdown, seed_table, significance_table
     from glasskit.io import write_text
-    from glasskit.runs import runs_root
+    from glasskit.runs import Run, runs_root
     from glasskit.train import train
 
     out = Path(args.out)
@@ -194,8 +195,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 except GlasskitError:  # the reference row has no finished run yet
                     continue
                 text.append(f"#### {ranking}, against {ref}\n\n{markdown(table, tests=tests)}")
+        machines = Counter(Run(p).metrics().get("machine", "unrecorded") for p in done)
         header = (f"{SWEEP_MARK}\n# {args.profile} budget: {len(done)}/{len(jobs)} runs finished (store "
-                  f"{runs_root()})\n\n")
+                  f"{runs_root()}; processors: "
+                  f"{', '.join(f'{m} ({k} runs)' for m, k in sorted(machines.items()))})\n\n")
         write_text(args.out, header + "\n\n".join(text) + "\n")
     print(f"tables: {args.out}")
     return 0

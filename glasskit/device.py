@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import torch
 
 from glasskit.errors import ConfigError
@@ -18,7 +21,6 @@ def tune_cpu_allocator() -> None:
         return
     _allocator_tuned = True
     import ctypes
-    import platform
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return
@@ -46,3 +48,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' requested but CUDA is not available")
     return torch.device(name)
+
+
+def machine_name(device: torch.device) -> str:
+    """The processor a run used, for its record: the GPU's name on CUDA, else the CPU's model
+    name (float results differ between processors in their last bits)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -41,6 +41,13 @@ def runs_root() -> Path:
     return Path("runs")
 
 
+def results_root() -> Path | None:
+    """The committed comparison store, ``results/runs`` of the source checkout (``make
+    compare`` and ``make reproduce`` train into it); None outside a checkout."""
+    store = CHECKOUT / "results" / "runs"
+    return store if store.is_dir() else None
+
+
 class Run:
     """A finished or running run directory."""
 
@@ -325,6 +332,27 @@ def open_run(cfg: Config, path: Path, resume: bool, data_fingerprint: str) -> Ru
             return run
     return create_run(cfg, cfg.model.name, name=path.name, root=path.parent, overwrite=True,
                       data_fingerprint=data_fingerprint)
+
+
+def finished_run(path: Path, cfg: Config, data_fingerprint: str) -> Run | None:
+    """The run in ``path`` when it holds this config's finished run on this data, judged from
+    its results alone: test metrics, per-user ranks and a history that met the stopping rule.
+    So a run kept without its checkpoints (as ``results/runs`` keeps them) is reused, not
+    trained again. None otherwise (training then resumes or refuses the folder as usual)."""
+    if not (path / "run.json").is_file() or not (path / "ranks.npz").is_file():
+        return None
+    run = Run(path)
+    info = run.info
+    if info.get("config_hash") != cfg.hash() or info.get("data_fingerprint") != data_fingerprint:
+        return None
+    try:
+        m = run.metrics()
+    except GlasskitError:
+        return None
+    epochs, best = m.get("epochs_run"), m.get("best_epoch")
+    if "test" not in m or epochs is None or best is None:
+        return None
+    return run if epochs >= cfg.train.epochs or epochs - best >= cfg.train.patience else None
 
 
 def _set_aside_damaged_metrics(run: Run) -> None:

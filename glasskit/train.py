@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from glasskit.config import Config, TrainConfig
 from glasskit.data import Dataset
-from glasskit.device import cpu_bf16_native, resolve_device
+from glasskit.device import cpu_bf16_native, machine_name, resolve_device
 from glasskit.errors import GlasskitError
 from glasskit.evaluation import evaluate, final_metrics, primary_ranking, say_beam
 from glasskit.io import save_npz
@@ -34,6 +34,7 @@ from glasskit.runs import (
     Run,
     check_run_folder,
     checkpoint_state,
+    finished_run,
     load_checkpoint,
     open_run,
     resume_checkpoint,
@@ -159,6 +160,8 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
     with lock:
         if rank == 0:
             path = check_run_folder(path, replace=not resume)  # again, now that it is locked
+            if resume and world == 1 and (done := finished_run(path, cfg, ds.fingerprint)):
+                return done  # checkpoints are not needed to reuse a finished run
         return _train(cfg, ds, table, path, device, resume, progress, stop_after)
 
 
@@ -286,7 +289,8 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
                         train_seconds=state["seconds"], world_size=world,
                         train_targets=state["targets"],
                         parameters=sum(p.numel() for p in model.parameters()),
-                        device=str(device), train_precision=train_precision(device, cfg.train.amp),
+                        device=str(device), machine=machine_name(device),
+                        train_precision=train_precision(device, cfg.train.amp),
                         best_epoch=best_epoch, **({"best_stage": model.stage_at(best_epoch - 1)}
                                                   if isinstance(model, StagedTraining) else {}))
     if world > 1:

@@ -35,7 +35,7 @@ from glasskit.analysis.run_tables import (
 from glasskit.config import Config
 from glasskit.errors import GlasskitError
 from glasskit.profiles import configure
-from glasskit.runs import Run, runs_root
+from glasskit.runs import Run, results_root, runs_root
 
 NONE = "(none)"  # no reference row: no significance column
 METRICS = ("hit@1", "hit@3", "hit@5", "hit@10", "hit@20", "ndcg@3", "ndcg@5", "ndcg@10", "ndcg@20")
@@ -100,18 +100,19 @@ def finished_runs(root: Path) -> list[Run]:
     return out
 
 
-def default_profile(root: Path) -> str:
-    """``converge`` (the comparison's shared budget) when ``root`` holds finished runs of it,
+def default_profile(*roots: Path | None) -> str:
+    """``converge`` (the comparison's shared budget) when the stores hold finished runs of it,
     else ``quick`` (the demonstration budget)."""
-    return ("converge" if any(r.info.get("profile") == "converge" for r in finished_runs(root))
-            else "quick")
+    return ("converge" if any(r.info.get("profile") == "converge" for root in roots if root
+                              for r in finished_runs(root)) else "quick")
 
 
 class AblationDashboard:
     """Widgets over a run store. ``rows`` are what the train button can launch; the table also
     shows every other finished row of the chosen dataset found in the store. ``profile`` None:
     the comparison's budget (``converge``) once the store holds finished runs of it, else
-    ``quick``."""
+    ``quick``. With no ``root``, the run store (:func:`runs_root`, where the train button trains)
+    is read together with the committed comparison (:func:`results_root`)."""
 
     def __init__(self, root: str | Path | None = None, profile: str | None = None,
                  dataset: str | None = None, data_dir: str | None = None,
@@ -121,8 +122,9 @@ class AblationDashboard:
         import ipywidgets as w
 
         self.root = Path(root) if root is not None else runs_root()
+        self.results = None if root is not None else results_root()
         self.live = live
-        profile = profile or default_profile(self.root)
+        profile = profile or default_profile(self.root, self.results)
         self.profile, self.data_dir, self.seeds = profile, data_dir, tuple(seeds)
         self.catalog = {r.label: r for r in (rows or globals()["default_rows"]())}
         self.dataset_default = configure(profile, dataset).data.dataset
@@ -154,7 +156,9 @@ class AblationDashboard:
     # -- reading the store ---------------------------------------------------------------------
     def refresh(self, select: tuple[str, ...] | None = None) -> None:
         """Re-read the run store (this profile's runs) and update the choices and the view."""
-        self.runs = [r for r in finished_runs(self.root) if r.info.get("profile") == self.profile]
+        found = {r.path.name: r for root in (self.results, self.root) if root
+                 for r in finished_runs(root)}  # a run in both: the run store's
+        self.runs = [r for _, r in sorted(found.items()) if r.info.get("profile") == self.profile]
         datasets = sorted({r.info.get("dataset") for r in self.runs} | {self.dataset_default})
         keep = self.dataset.value if self.dataset.value in datasets else self.dataset_default
         self.dataset.options = datasets

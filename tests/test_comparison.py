@@ -8,11 +8,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import glasskit as gk
 from glasskit.analysis.run_tables import markdown, seed_table, significance_table
 from glasskit.analysis.significance import per_user_metric
 from glasskit.config import TrainConfig
+from glasskit.device import machine_name
 from glasskit.errors import ConfigError, GlasskitError
 from glasskit.pipeline import load
 from glasskit.train import _schedule, train, warmup_length
@@ -152,6 +154,7 @@ def test_sweep_trains_resumably_and_writes_its_tables(tmp_path, monkeypatch):
     assert "[2/2] synthetic seed 0 sasrec" in res.stdout
     text = out.read_text()
     assert "2/2 runs finished" in text and "#### masked, against tiger" in text
+    assert f"processors: {machine_name(torch.device('cpu'))} (2 runs)" in text
     mtime = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/best.pt")}
     assert subprocess.run(argv, capture_output=True, text=True).returncode == 0  # reuses both runs
     assert {p: p.stat().st_mtime for p in mtime} == mtime
@@ -177,6 +180,9 @@ def test_converge_profile_is_one_budget_for_every_model():
         assert (cfg.train.epochs, cfg.train.patience, cfg.train.schedule) == (200, 10, "constant")
         assert cfg.train.warmup_epochs == 0.5, name  # the same share of training targets
     assert cfgs["sasrec"].model.train_on == "all"
+    # a SASRec step predicts every position of its windows: kept to ~800 positions, so that an
+    # epoch is ~100 steps and 10 epochs of patience outlast validation noise
+    assert cfgs["sasrec"].train.batch_size * cfgs["sasrec"].model.max_len <= 1000
     assert [_schedule(s, 10, 100, "constant") for s in (0, 9, 10, 99, 500)] == [0.1, 1.0, 1.0, 1.0, 1.0]
     assert _schedule(99, 10, 100) < 0.01  # cosine decays to the cap
     # a setting added later leaves the names of earlier runs alone at its default

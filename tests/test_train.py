@@ -63,6 +63,26 @@ def test_resume_gives_the_same_final_metrics(tmp_path):
     assert len(df) == 2 and "test/masked/ndcg@10" in df.columns
 
 
+def test_finished_run_is_reused_from_its_results_alone(tmp_path):
+    """results/runs keeps finished runs without their checkpoints: a sweep reuses them as they
+    are, and trains an unfinished one again."""
+    cfg = gk.profile("smoke", **{"train.epochs": 2})
+    run = train(cfg, out=tmp_path / "r", progress=False)
+    kept = (run.path / "metrics.json").read_bytes()
+    assert json.loads(kept)["machine"]  # which processor made the numbers
+    for name in ("best.pt", "last.pt"):
+        (run.path / name).unlink()
+    assert train(cfg, out=tmp_path / "r", progress=False).path == run.path
+    assert (run.path / "metrics.json").read_bytes() == kept
+    assert not (run.path / "last.pt").exists()  # nothing was trained
+
+    unfinished = json.loads(kept)
+    del unfinished["test"]
+    (run.path / "metrics.json").write_text(json.dumps(unfinished))
+    assert "test" in train(cfg, out=tmp_path / "r", progress=False).metrics()
+    assert (run.path / "last.pt").is_file()  # trained again from the start
+
+
 def test_checkpoint_from_another_config_is_refused(tmp_path):
     cfg = gk.profile("smoke", **{"train.epochs": 1})
     run = train(cfg, out=tmp_path / "r", progress=False)

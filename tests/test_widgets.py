@@ -89,3 +89,20 @@ def test_dashboard_shows_the_converge_budget_by_default_once_its_runs_exist(stor
     assert list(dash.table["row"]) == ["sasrec"]  # the smoke runs are not mixed in
     assert dash.table.set_index("row").loc["sasrec", "ndcg@10"] == pytest.approx(0.07)
     assert AblationDashboard(root=store, profile="smoke", live=False).profile == "smoke"
+
+
+def test_dashboard_reads_the_committed_comparison_beside_the_run_store(store, tmp_path, monkeypatch):
+    """`make compare` trains into results/runs, which is committed: with no store named, the
+    dashboard shows those runs too, and still trains into the run store."""
+    results = tmp_path / "results" / "runs"
+    cfg = gk.configure("converge", seed=0, model="sasrec")
+    run = create_run(cfg, "sasrec", root=results, data_fingerprint="c" * 16)
+    run.log_metrics(primary="masked", test={r: {"ndcg@10": 0.07, "hit@10": 0.12, "acc": []}
+                                            for r in ("masked", "unmasked")}, train_seconds=1.0)
+    monkeypatch.setattr("glasskit.widgets.runs_root", lambda: store)
+    monkeypatch.setattr("glasskit.widgets.results_root", lambda: results)
+    dash = AblationDashboard(live=False, default_rows=("sasrec",))
+    assert dash.profile == "converge" and dash.root == store
+    assert [r.path for r in dash.runs] == [run.path]
+    assert len(AblationDashboard(live=False, profile="smoke").runs) == 3  # the store's own
+    assert AblationDashboard(root=store, live=False).profile == "quick"  # a named store alone
