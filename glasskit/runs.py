@@ -42,8 +42,12 @@ def runs_root() -> Path:
 
 
 def results_root() -> Path | None:
-    """The committed comparison store, ``results/runs`` of the source checkout (``make
-    compare`` and ``make reproduce`` train into it); None outside a checkout."""
+    """The committed comparison store: ``$GLASSKIT_RESULTS`` (set empty: none); else
+    ``results/runs`` of the source checkout, where ``make compare`` and ``make reproduce``
+    train; None when it does not exist."""
+    named = os.environ.get("GLASSKIT_RESULTS")
+    if named is not None:
+        return Path(named) if named else None
     store = CHECKOUT / "results" / "runs"
     return store if store.is_dir() else None
 

@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ML_LATEST_SMALL = ROOT.parent / "shared" / "data" / "ml-latest-small"
 # Downloads and embeddings are cached across test runs (the ml-100k wheel is fetched once).
 os.environ.setdefault("GLASSKIT_CACHE", str(ROOT / ".cache" / "tests"))
+# the committed comparison (results/runs) is real data, not a fixture: no test reads it unasked
+os.environ["GLASSKIT_RESULTS"] = ""
 # Under pytest-xdist every worker is a torch process: one thread each (notebook kernels and CLI
 # subprocesses inherit it), or the workers oversubscribe the cores and run many times slower.
 if "PYTEST_XDIST_WORKER" in os.environ:

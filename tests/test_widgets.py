@@ -100,7 +100,7 @@ def test_dashboard_reads_the_committed_comparison_beside_the_run_store(store, tm
     run.log_metrics(primary="masked", test={r: {"ndcg@10": 0.07, "hit@10": 0.12, "acc": []}
                                             for r in ("masked", "unmasked")}, train_seconds=1.0)
     monkeypatch.setattr("glasskit.widgets.runs_root", lambda: store)
-    monkeypatch.setattr("glasskit.widgets.results_root", lambda: results)
+    monkeypatch.setenv("GLASSKIT_RESULTS", str(results))  # the tests' own results/runs
     dash = AblationDashboard(live=False, default_rows=("sasrec",))
     assert dash.profile == "converge" and dash.root == store
     assert [r.path for r in dash.runs] == [run.path]
