@@ -196,9 +196,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                     continue
                 text.append(f"#### {ranking}, against {ref}\n\n{markdown(table, tests=tests)}")
         machines = Counter(Run(p).metrics().get("machine", "unrecorded") for p in done)
+        made_on = ", ".join(f"{m} ({k} run{'s' * (k > 1)})" for m, k in sorted(machines.items()))
         header = (f"{SWEEP_MARK}\n# {args.profile} budget: {len(done)}/{len(jobs)} runs finished (store "
-                  f"{runs_root()}; processors: "
-                  f"{', '.join(f'{m} ({k} runs)' for m, k in sorted(machines.items()))})\n\n")
+                  f"{runs_root()}; processors: {made_on})\n\n")
         write_text(args.out, header + "\n\n".join(text) + "\n")
     print(f"tables: {args.out}")
     return 0
