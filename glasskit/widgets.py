@@ -28,6 +28,7 @@ import plotly.graph_objects as go
 from glasskit.analysis.run_tables import (
     BUDGET,
     budget_cells,
+    effect_cell,
     row_label,
     seed_table,
     significance_table,
@@ -200,7 +201,8 @@ class AblationDashboard:
             except GlasskitError as e:  # e.g. runs finished before per-user results were kept
                 note += f"<p>no test against {against}: {e}</p>"
         if tests is not None:
-            t = t.merge(tests[["row", "effect", "ci low", "ci high", "p holm"]], on="row", how="left")
+            t = t.merge(tests[["row", "effect", "ci low", "ci high", "p holm", "seeds", "seeds agree"]]
+                        .rename(columns={"seeds": "paired seeds"}), on="row", how="left")
         self.table = t
         cells = t.assign(**{f"{metric} (mean ± std)": [
             f"{m:.4f}" + ("" if np.isnan(s) else f" ± {s:.4f}")
@@ -210,10 +212,10 @@ class AblationDashboard:
         shown = ["row", "seeds", f"{metric} (mean ± std)", *BUDGET]
         if tests is not None:
             cells[f"Δ vs {against} [95% CI]"] = [
-                "reference" if row == against else "" if np.isnan(e) else
-                f"{e:+.4f} [{lo:+.4f}, {hi:+.4f}]{'*' if p < 0.05 else ''}"
-                for row, e, lo, hi, p in zip(t["row"], t["effect"], t["ci low"], t["ci high"],
-                                             t["p holm"])]
+                "reference" if r["row"] == against else "" if np.isnan(r["effect"]) else
+                effect_cell(r["effect"], r["ci low"], r["ci high"], r["p holm"],
+                            int(r["paired seeds"]), int(r["seeds agree"]))
+                for _, r in t.iterrows()]
             cells["p (Holm)"] = ["" if np.isnan(p) else f"{p:.3g}" for p in t["p holm"]]
             shown += [f"Δ vs {against} [95% CI]", "p (Holm)"]
         cells = cells[shown]

@@ -77,7 +77,7 @@ def test_paired_tests_against_a_reference_row(store):
     assert set(label) == {"sidtier+shs", "sasrec"}
     for _, t in tests.iterrows():
         assert t["ci low"] <= t["effect"] <= t["ci high"] and 0 <= t["p"] <= t["p holm"] <= 1
-        assert t["seeds"] == 2 and t["users"] == 64
+        assert t["seeds"] == 2 and t["users"] == 64 and 0 <= t["seeds agree"] <= 2
     # the effect is the mean per-user difference, which is the difference of the mean metrics
     table = seed_table(runs, keys=("ndcg@10",))
     tiger = tests.attrs["reference"]["synthetic"]
@@ -86,6 +86,8 @@ def test_paired_tests_against_a_reference_row(store):
     assert tests.loc[("synthetic", label["sasrec"]), "effect"] == pytest.approx(diff)
     text = markdown(table, ("ndcg@10",), tests=tests)
     assert "Δndcg@10 vs tiger [95% CI]" in text and "(reference)" in text
+    sasrec = tests.loc[("synthetic", label["sasrec"])]
+    assert f"({sasrec['seeds agree']}/2 seeds)" in text
     with pytest.raises(GlasskitError, match="no such row"):
         significance_table(runs, "intrr")
 
@@ -140,6 +142,7 @@ def test_dashboard_tests_rows_against_the_reference(store):
     t = dash.table.set_index("row")
     assert t["effect"].isna().sum() == 1 and np.isnan(t.loc[tiger, "effect"])
     assert (t["train targets"] > 0).all()
+    assert dash.table_html.value.count("/2 seeds)") == len(t) - 1  # retraining's agreement
     dash.against.value = "(none)"
     assert "Δ vs" not in dash.table_html.value
 

@@ -82,8 +82,13 @@ def test_paired_test_finds_a_real_difference_and_not_a_relabelling():
     assert res.effect > 0 and res.ci[0] > 0 and res.p < 1e-6 and res.seeds == [0, 1, 2]
     expected = stouffer([wilcoxon(better[s], ref[s]).z for s in range(3)])
     assert res.z == pytest.approx(expected)
+    assert res.agree == 3
     same = paired_test(ref, ref)
-    assert same.effect == 0 and same.p == 1.0
+    assert same.effect == 0 and same.p == 1.0 and same.agree == 0
+    # per-seed mean differences +0.5, +0.25, -0.25: the effect is positive, two seeds agree
+    split = paired_test({0: [1.0, 0.5], 1: [0.5, 0.5], 2: [0.0, 0.0]},
+                        {0: [0.5, 0.0], 1: [0.25, 0.25], 2: [0.25, 0.25]})
+    assert split.effect == pytest.approx(0.5 / 3) and split.agree == 2
     # the same users' values in another order: no paired difference is expected
     shuffled = {s: rng.permutation(v) for s, v in ref.items()}
     assert paired_test(shuffled, ref).p > 0.01

@@ -207,11 +207,22 @@ def budget_cells(r) -> list[str]:
             r["device"], count_label(r["parameters"])]
 
 
+def effect_cell(effect: float, low: float, high: float, p_holm: float, seeds: int, agree: int,
+                digits: int = 4) -> str:
+    """A paired test as text: the effect with its 95% interval, * when Holm p < 0.05, and over
+    several seeds how many gave the effect's sign, e.g. ``+0.0329 [+0.0181, +0.0481]* (3/3
+    seeds)``."""
+    mark = "*" if p_holm < 0.05 else ""
+    over = f" ({agree}/{seeds} seeds)" if seeds > 1 else ""
+    return f"{effect:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]{mark}{over}"
+
+
 def markdown(table: pd.DataFrame, keys: tuple[str, ...] = ("hit@5", "hit@10", "ndcg@10", "hit@20"),
              digits: int = 4, tests: pd.DataFrame | None = None) -> str:
     """A seed_table as a Markdown table with 'mean ± std' cells, the ranking it read and each
     row's budget; with ``tests`` (a :func:`significance_table`), each row's effect against the
-    reference with its 95% interval and Holm-adjusted p, significant ones marked *."""
+    reference with its 95% interval and Holm-adjusted p, significant ones marked *, and over
+    several seeds how many of them gave the effect's sign."""
     head = ["dataset", "row", "ranking", "seeds", *keys, "acc_1", *BUDGET]
     if tests is not None:
         against = tests.attrs["against"]
@@ -230,9 +241,8 @@ def markdown(table: pd.DataFrame, keys: tuple[str, ...] = ("hit@5", "hit@10", "n
             if t is None or is_ref:
                 cells += ["(reference)" if is_ref else "", ""]
             else:
-                mark = "*" if t["p holm"] < 0.05 else ""
-                cells += [f"{t['effect']:+.{digits}f} [{t['ci low']:+.{digits}f}, "
-                          f"{t['ci high']:+.{digits}f}]{mark}", f"{t['p holm']:.3g}"]
+                cells += [effect_cell(t["effect"], t["ci low"], t["ci high"], t["p holm"],
+                                      t["seeds"], t["seeds agree"], digits), f"{t['p holm']:.3g}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -270,13 +280,13 @@ def significance_table(runs: list[str | Run], against: str, metric: str = "ndcg@
             res = paired_test({s: v for s, (_, v) in mine.items()}, {s: v for s, (_, v) in ref.items()})
             found.append({"dataset": dataset, "row": label, "effect": res.effect, "ci low": res.ci[0],
                           "ci high": res.ci[1], "z": res.z, "p": res.p, "seeds": len(res.seeds),
-                          "users": res.users})
+                          "seeds agree": res.agree, "users": res.users})
         for r, p in zip(found, holm([r["p"] for r in found])):
             r["p holm"] = p
             r["significant"] = p < 0.05
         rows += found
     table = pd.DataFrame(rows, columns=["dataset", "row", "effect", "ci low", "ci high", "z", "p",
-                                        "seeds", "users", "p holm", "significant"])
+                                        "seeds", "seeds agree", "users", "p holm", "significant"])
     table = table.set_index(["dataset", "row"])
     table.attrs.update(against=against, metric=metric, reference=reference)
     return table

@@ -116,11 +116,13 @@ class PairedResult:
     p: float  # two-sided, before any adjustment
     seeds: list[int]
     users: int
+    agree: int  # seeds whose own mean difference has the effect's sign (0 when the effect is 0)
 
 
 def paired_test(row: dict[int, np.ndarray], reference: dict[int, np.ndarray]) -> PairedResult:
     """``row`` and ``reference``: seed -> the per-user metric (users in the same order). The
-    seeds both have are paired; each seed's Wilcoxon z is combined by Stouffer."""
+    seeds both have are paired; each seed's Wilcoxon z is combined by Stouffer. The test holds
+    each trained model fixed: ``agree`` counts the seeds that retraining gave the same sign."""
     seeds = sorted(set(row) & set(reference))
     if not seeds:
         raise ValueError(f"no seed in common: row {sorted(row)}, reference {sorted(reference)}")
@@ -129,5 +131,6 @@ def paired_test(row: dict[int, np.ndarray], reference: dict[int, np.ndarray]) ->
         raise ValueError(f"the rows ranked different numbers of users: {sorted(shapes)}")
     diff = np.stack([np.asarray(row[s], float) - np.asarray(reference[s], float) for s in seeds])
     z = stouffer([wilcoxon(row[s], reference[s]).z for s in seeds])
-    return PairedResult(float(diff.mean()), bootstrap_ci(diff), z, two_sided_p(z), seeds,
-                        diff.shape[1])
+    effect = float(diff.mean())
+    agree = int((np.sign(diff.mean(1)) == np.sign(effect)).sum()) if effect else 0
+    return PairedResult(effect, bootstrap_ci(diff), z, two_sided_p(z), seeds, diff.shape[1], agree)
