@@ -214,6 +214,13 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
         done = state["epoch"] >= cfg.train.epochs or state["bad"] >= cfg.train.patience
         if done and world == 1 and "test" in run.metrics() and (run.path / "ranks.npz").is_file():
             return run  # a finished run: reuse it (one without per-user results is evaluated again)
+        if state["best"] >= 0 and not (path / "best.pt").is_file():  # fail now, not at the end
+            best = state["epoch"] - state["bad"]
+            raise GlasskitError(
+                f"{path / 'last.pt'} resumes epoch {state['epoch']}, but best.pt (its best epoch, "
+                f"{best}) is missing, so the run could not be evaluated at its end: put best.pt "
+                "back beside last.pt (a run moved between machines needs both), or retrain it "
+                "with --fresh")
 
     while state["epoch"] < cfg.train.epochs and state["bad"] < cfg.train.patience:
         epoch = state["epoch"]

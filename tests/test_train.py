@@ -56,6 +56,11 @@ def test_resume_gives_the_same_final_metrics(tmp_path):
     with pytest.raises(Interrupted):
         train(cfg, out=tmp_path / "b", progress=False, stop_after=1)
     assert Run(tmp_path / "b").metrics()["epochs_run"] == 1
+    best = tmp_path / "b" / "best.pt"
+    best.rename(tmp_path / "kept.pt")  # a run moved to another machine with last.pt alone
+    with pytest.raises(GlasskitError, match=r"best\.pt \(its best epoch, 1\) is missing"):
+        train(cfg, out=tmp_path / "b", progress=False)
+    (tmp_path / "kept.pt").rename(best)
     resumed = train(cfg, out=tmp_path / "b", progress=False).metrics()
     assert resumed["test"] == straight["test"]
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in straight["history"]]
