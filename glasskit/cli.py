@@ -195,7 +195,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 except GlasskitError:  # the reference row has no finished run yet
                     continue
                 text.append(f"#### {ranking}, against {ref}\n\n{markdown(table, tests=tests)}")
-        machines = Counter(Run(p).metrics().get("machine", "unrecorded") for p in done)
+        machines = Counter(", ".join(filter(None, (m.get("machine", "unrecorded"),
+                                                    m.get("train_precision"))))
+                           for m in (Run(p).metrics() for p in done))
         made_on = ", ".join(f"{m} ({k} run{'s' * (k > 1)})" for m, k in sorted(machines.items()))
         header = (f"{SWEEP_MARK}\n# {args.profile} budget: {len(done)}/{len(jobs)} runs finished (store "
                   f"{runs_root()}; processors: {made_on})\n\n")

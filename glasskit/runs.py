@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -161,10 +162,12 @@ def create_run(cfg: Config, kind: str, name: str | None = None,
 
 
 def run_name(cfg: Config, kind: str, data_fingerprint: str | None = None) -> str:
-    """``{kind}-{dataset}-{config hash}[-{data fingerprint}]-s{seed}``: a run is keyed on its
-    config and on the content of its data."""
+    """``{kind}-{dataset}[-{data name}]-{config hash}[-{data fingerprint}]-s{seed}``: a run is
+    keyed on its config and on the content of its data; the data name (an s3rec file such as
+    Toys_and_Games) is there for the reader."""
     data = f"-{data_fingerprint[:6]}" if data_fingerprint else ""
-    return f"{kind}-{cfg.data.dataset}-{cfg.hash()[:8]}{data}-s{cfg.seed}"
+    name = f"-{re.sub(r'[^A-Za-z0-9_.]', '_', cfg.data.name)}" if cfg.data.name else ""
+    return f"{kind}-{cfg.data.dataset}{name}-{cfg.hash()[:8]}{data}-s{cfg.seed}"
 
 
 def run_lock(path: str | Path) -> contextlib.AbstractContextManager[None]:

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +206,12 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
         dist.broadcast_object_list(path_box, src=0)
         path = Path(path_box[0])
     ckpt = resume_checkpoint(path, cfg, device, ds.fingerprint) if resume else None
+    if resume and ckpt is None and rank == 0 and (recorded := run.metrics().get("epochs_run")):
+        warnings.warn(  # a queue goes on, but not silently over the recorded epochs
+            f"{path}: metrics.json records {recorded} trained epoch(s) but last.pt is missing, so "
+            "the run trains again from epoch 1 and its history is replaced (to resume instead, "
+            "stop now and put last.pt and best.pt back: a run moved between machines needs both)",
+            stacklevel=2)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])

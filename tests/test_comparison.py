@@ -17,7 +17,7 @@ from glasskit.config import TrainConfig
 from glasskit.device import machine_name
 from glasskit.errors import ConfigError, GlasskitError
 from glasskit.pipeline import load
-from glasskit.train import _schedule, train, warmup_length
+from glasskit.train import _schedule, train, train_precision, warmup_length
 from glasskit.widgets import AblationDashboard
 
 ROWS = [("tiger", None), ("glass", "sidtier+shs"), ("sasrec", None)]
@@ -157,7 +157,8 @@ def test_sweep_trains_resumably_and_writes_its_tables(tmp_path, monkeypatch):
     assert "[2/2] synthetic seed 0 sasrec" in res.stdout
     text = out.read_text()
     assert "2/2 runs finished" in text and "#### masked, against tiger" in text
-    assert f"processors: {machine_name(torch.device('cpu'))} (2 runs)" in text
+    cpu = torch.device("cpu")
+    assert f"processors: {machine_name(cpu)}, {train_precision(cpu, 'auto')} (2 runs)" in text
     mtime = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/best.pt")}
     assert subprocess.run(argv, capture_output=True, text=True).returncode == 0  # reuses both runs
     assert {p: p.stat().st_mtime for p in mtime} == mtime

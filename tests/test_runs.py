@@ -5,7 +5,7 @@ import pytest
 import glasskit as gk
 from glasskit import io
 from glasskit.errors import GlasskitError
-from glasskit.runs import Run, create_run, list_runs
+from glasskit.runs import Run, create_run, list_runs, run_name
 
 
 def test_create_log_and_list(tmp_path):
@@ -20,6 +20,12 @@ def test_create_log_and_list(tmp_path):
     assert row["kind"] == "tiger" and row["valid/ndcg@10"] == 0.25 and row["test/ndcg@10"] == 0.2
     with pytest.raises(GlasskitError, match="run exists"):
         create_run(cfg, "tiger", root=tmp_path)
+
+
+def test_run_name_says_which_file_of_a_multi_file_dataset():
+    cfg = gk.profile("s3rec", **{"data.name": "Sports and Outdoors"})
+    assert run_name(cfg, "tiger", "1ed4147").startswith("tiger-s3rec-Sports_and_Outdoors-")
+    assert run_name(gk.profile("smoke"), "tiger").startswith("tiger-synthetic-")
 
 
 def test_crash_while_writing_metrics_keeps_the_old_file(tmp_path, monkeypatch):
