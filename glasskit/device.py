@@ -52,13 +52,22 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def machine_name(device: torch.device) -> str:
     """The processor a run used, for its record: the GPU's name on CUDA, else the CPU's model
-    name (float results differ between processors in their last bits)."""
+    name with its family and model numbers where the system gives them (a virtual machine's
+    "AMD EPYC" is a Zen 3 or a Zen 4: float results differ between processors in their last
+    bits, and only the Zen 4 trains in bf16)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
+        fields: dict[str, str] = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if not key.strip():
+                break  # the first processor's block ends
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
+        fields = {}
+    if "model name" in fields:
+        numbers = (f" (family {fields['cpu family']}, model {fields['model']})"
+                   if "cpu family" in fields and "model" in fields else "")
+        return fields["model name"] + numbers
     return platform.processor() or platform.machine()

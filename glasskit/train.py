@@ -229,6 +229,7 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
                 "back beside last.pt (a run moved between machines needs both), or retrain it "
                 "with --fresh")
 
+    made_on = {"machine": machine_name(device), "precision": train_precision(device, cfg.train.amp)}
     while state["epoch"] < cfg.train.epochs and state["bad"] < cfg.train.patience:
         epoch = state["epoch"]
         torch.manual_seed(cfg.seed * 1000 + epoch)
@@ -259,7 +260,7 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
         if state["targets"] is not None:  # target positions predicted
             state["targets"] += round(per_epoch * seen_samples * world / len(ds.splits[train_split]))
         record = {"epoch": epoch + 1, "loss": float(total_loss) / max(1, seen_samples),
-                  "lr": sched.get_last_lr()[0], "train_seconds": time.time() - t0}
+                  "lr": sched.get_last_lr()[0], "train_seconds": time.time() - t0, **made_on}
         valid = evaluate(model, batcher, "valid", cfg, masked)  # every rank its share of users
         if rank == 0:
             record.update({f"valid_{k}": v for k, v in valid.items()})
@@ -303,14 +304,21 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
                         train_seconds=state["seconds"], world_size=world,
                         train_targets=state["targets"],
                         parameters=sum(p.numel() for p in model.parameters()),
-                        device=str(device), machine=machine_name(device),
-                        train_precision=train_precision(device, cfg.train.amp),
+                        device=str(device), machine=_made_on(state["history"], "machine", made_on),
+                        train_precision=_made_on(state["history"], "precision", made_on),
                         best_epoch=best_epoch, **({"best_stage": model.stage_at(best_epoch - 1)}
                                                   if isinstance(model, StagedTraining) else {}))
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return run
+
+
+def _made_on(history: list[dict], key: str, now: dict[str, str]) -> str:
+    """The run's processors (or precisions) in the order its epochs met them, joined by " + "
+    when a resumed run trained on more than one (epochs recorded before machines were: none)."""
+    seen = dict.fromkeys(h[key] for h in history if key in h) or {now[key]: None}
+    return " + ".join(seen)
 
 
 class Diverged(GlasskitError):

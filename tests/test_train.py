@@ -50,9 +50,11 @@ def test_tiny_dataset_is_overfit(tmp_path):
     assert len(m["history"]) == m["epochs_run"] <= 30
 
 
-def test_resume_gives_the_same_final_metrics(tmp_path):
+def test_resume_gives_the_same_final_metrics(tmp_path, monkeypatch):
     cfg = gk.profile("smoke")
     straight = train(cfg, out=tmp_path / "a", progress=False).metrics()
+    here = straight["machine"]
+    assert {h["machine"] for h in straight["history"]} == {here}
     with pytest.raises(Interrupted):
         train(cfg, out=tmp_path / "b", progress=False, stop_after=1)
     assert Run(tmp_path / "b").metrics()["epochs_run"] == 1
@@ -61,7 +63,10 @@ def test_resume_gives_the_same_final_metrics(tmp_path):
     with pytest.raises(GlasskitError, match=r"best\.pt \(its best epoch, 1\) is missing"):
         train(cfg, out=tmp_path / "b", progress=False)
     (tmp_path / "kept.pt").rename(best)
+    monkeypatch.setattr("glasskit.train.machine_name", lambda device: "Another CPU")
     resumed = train(cfg, out=tmp_path / "b", progress=False).metrics()
+    assert resumed["machine"] == f"{here} + Another CPU"  # resumed elsewhere: both named
+    assert [h["machine"] for h in resumed["history"]][:2] == [here, "Another CPU"]
     assert resumed["test"] == straight["test"]
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in straight["history"]]
     df = list_runs(tmp_path)
