@@ -199,8 +199,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                                     m.get("train_precision"))))
                            for m in (Run(p).metrics() for p in done))
         made_on = ", ".join(f"{m} ({k} run{'s' * (k > 1)})" for m, k in sorted(machines.items()))
+        here, store = Path(args.out).resolve().parent, runs_root().resolve()
+        shown = store.relative_to(here) if store.is_relative_to(here) else store  # a committed
+        # table beside its store names no one machine's folders
         header = (f"{SWEEP_MARK}\n# {args.profile} budget: {len(done)}/{len(jobs)} runs finished (store "
-                  f"{runs_root()}; processors: {made_on})\n\n")
+                  f"{shown}; processors: {made_on})\n\n")
         write_text(args.out, header + "\n\n".join(text) + "\n")
     print(f"tables: {args.out}")
     return 0

@@ -156,7 +156,7 @@ def test_sweep_trains_resumably_and_writes_its_tables(tmp_path, monkeypatch):
     assert res.returncode == 0, res.stderr
     assert "[2/2] synthetic seed 0 sasrec" in res.stdout
     text = out.read_text()
-    assert "2/2 runs finished" in text and "#### masked, against tiger" in text
+    assert "2/2 runs finished (store runs;" in text and "#### masked, against tiger" in text
     cpu = torch.device("cpu")
     assert f"processors: {machine_name(cpu)}, {train_precision(cpu, 'auto')} (2 runs)" in text
     mtime = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/best.pt")}
