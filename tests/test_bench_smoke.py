@@ -7,6 +7,7 @@ import sys
 from conftest import ROOT
 
 import glasskit as gk
+from glasskit.runs import Run
 
 sys.path.insert(0, str(ROOT / "bench"))
 import bench_data  # noqa: E402
@@ -14,6 +15,7 @@ import bench_gems_intrr  # noqa: E402
 import bench_models  # noqa: E402
 import bench_tokenize  # noqa: E402
 import gpu_check  # noqa: E402
+import valid_test_curves  # noqa: E402
 
 
 def ratios(text: str) -> list[float]:
@@ -101,3 +103,14 @@ def test_gpu_check_keeps_going_past_a_failing_row_and_writes_its_table_after_eve
     table = (tmp_path / "out" / "gpu_check.md").read_text()
     assert "| sasrec | RuntimeError: CUDA error: an illegal / memory access |" in table
     assert "| dualgr | bf16 |" in table and "| gems | past --budget-s 50.0 |" in table
+
+
+def test_valid_test_curves_match_the_run_they_follow(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GLASSKIT_RUNS", str(tmp_path / "runs"))
+    cfg = gk.profile("smoke", **{"train.epochs": 2})
+    rows = valid_test_curves.curves(cfg, tmp_path / "r")
+    m = Run(tmp_path / "r").metrics()
+    assert [r["valid"] for r in rows] == [h["valid_ndcg@10"] for h in m["history"]]
+    assert rows[m["best_epoch"] - 1]["test"] == m["test"][m["primary"]]["ndcg@10"]
+    assert valid_test_curves.curves(cfg, tmp_path / "r") == rows  # resumed: nothing trained
+    assert capsys.readouterr().out.count("epoch ") == 2
