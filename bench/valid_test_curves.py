@@ -24,15 +24,15 @@ from glasskit.evaluation import evaluate, primary_ranking
 from glasskit.io import read_json, write_json
 from glasskit.pipeline import load, model_and_batcher
 from glasskit.profiles import configure
-from glasskit.runs import Run, load_checkpoint
+from glasskit.runs import Run, load_checkpoint, run_sid_table
 from glasskit.train import Interrupted, train
 
 
 def curves(cfg, out: Path) -> list[dict]:
     """(epoch, validation NDCG@10, test NDCG@10) of every epoch, resumed from ``out``."""
-    ds, table = load(cfg)
+    ds, built = load(cfg)
     device = torch.device("cpu")
-    model, batcher = model_and_batcher(cfg, ds, table, device)
+    model = batcher = table = None
     masked = primary_ranking(ds) == "masked"
     kept = out / "curves.json"
     rows = read_json(kept, "delete it to measure again") if kept.is_file() else []
@@ -49,7 +49,11 @@ def curves(cfg, out: Path) -> list[dict]:
         history = Run(out).metrics()["history"]
         if len(history) > len(rows):  # the epoch just trained (none when the run was done)
             h = history[-1]
-            model.load_state_dict(load_checkpoint(out / "last.pt", cfg, device, ds.fingerprint)["model"])
+            if model is None:  # the run's own SID table, once training has pinned it
+                table = run_sid_table(out, built, cfg, ds.fingerprint)
+                model, batcher = model_and_batcher(cfg, ds, table, device)
+            model.load_state_dict(load_checkpoint(out / "last.pt", cfg, device, ds.fingerprint,
+                                                  table)["model"])
             test = evaluate(model, batcher, "test", cfg, masked)["ndcg@10"]
             rows.append({"epoch": h["epoch"], "valid": h["valid_ndcg@10"], "test": test})
             print(f"epoch {h['epoch']}: valid {h['valid_ndcg@10']:.4f} test {test:.4f}", flush=True)

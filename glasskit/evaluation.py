@@ -27,7 +27,7 @@ from glasskit.metrics import (
 )
 from glasskit.pipeline import load, model_and_batcher
 from glasskit.ranking import greedy_codes, rank, teacher_forced_codes
-from glasskit.runs import Run, load_checkpoint
+from glasskit.runs import Run, load_checkpoint, run_sid_table
 from glasskit.tokenize import SidTable
 
 
@@ -163,8 +163,11 @@ def load_run_model(run: Run, device: str = "auto") -> tuple[Any, Batcher, SidTab
         raise GlasskitError(f"{run.path}: trained on other data (fingerprint "
                             f"{info['data_fingerprint']}, the data now {ds.fingerprint}); retrain "
                             "it (train --fresh) before evaluating")
+    table = run_sid_table(run.path, table, cfg, ds.fingerprint)  # the codes it was trained on
     model, batcher = model_and_batcher(cfg, ds, table, dev)
-    model.load_state_dict(load_checkpoint(run.path / "best.pt", cfg, dev, ds.fingerprint)["model"])
+    sid_check = table if model_kind(cfg) == "sid" else None
+    model.load_state_dict(load_checkpoint(run.path / "best.pt", cfg, dev, ds.fingerprint,
+                                          sid_check)["model"])
     model.eval()
     return model, batcher, table, cfg
 

@@ -6,6 +6,11 @@ files are written, and every later file is replaced atomically, so a crash never
 earlier run or leaves a half-written one in ``list_runs()``. Only a folder that is absent, empty
 or a run is written into (:func:`check_run_folder`). Checkpoints hold tensors and plain data
 only; one that names code is refused before any of it runs (:func:`load_checkpoint`).
+
+A run also keeps the SID table it trains against (``sids.npz``): the tokenizer is trained in
+floats, so another processor or kernel setting can give other codes for the same items, and a
+checkpoint means nothing against other codes. A resumed or re-evaluated run uses its own table,
+and every checkpoint records the table's fingerprint, checked when it is loaded.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import shutil
 import tempfile
 import time
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,7 @@ import torch
 from glasskit.config import Config
 from glasskit.errors import GlasskitError
 from glasskit.io import atomic_write, folder_lock, read_json, write_json
+from glasskit.tokenize import SidTable
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 
@@ -97,7 +104,8 @@ class Run:
             return {k: z[k] for k in z.files}
 
 
-RUN_FILES = frozenset({"run.json", "config.yaml", "metrics.json", "best.pt", "last.pt", "ranks.npz"})
+RUN_FILES = frozenset({"run.json", "config.yaml", "metrics.json", "best.pt", "last.pt", "ranks.npz",
+                       "sids.npz"})
 
 
 def check_run_folder(path: str | Path, replace: bool = False) -> Path:
@@ -131,9 +139,9 @@ def _names(names: list[str], shown: int = 5) -> str:
 
 def create_run(cfg: Config, kind: str, name: str | None = None,
                root: str | Path | None = None, overwrite: bool = False,
-               data_fingerprint: str | None = None) -> Run:
-    """Create ``root/name`` (default :func:`run_name`) holding the config and the fingerprint of
-    the data it is built from."""
+               data_fingerprint: str | None = None, sid_table: SidTable | None = None) -> Run:
+    """Create ``root/name`` (default :func:`run_name`) holding the config, the fingerprint of
+    the data it is built from and, when given, the SID table it trains against."""
     root = Path(root) if root is not None else runs_root()
     root.mkdir(parents=True, exist_ok=True)
     name = name or run_name(cfg, kind, data_fingerprint)
@@ -148,6 +156,8 @@ def create_run(cfg: Config, kind: str, name: str | None = None,
                                       "config_hash": cfg.hash(), "data_fingerprint": data_fingerprint,
                                       "profile": cfg.profile, "dataset": cfg.data.dataset,
                                       "seed": cfg.seed})
+        if sid_table is not None:
+            sid_table.save(tmp / "sids.npz")
         if final.exists():
             old = root / f".{name}.old-{os.getpid()}"
             os.replace(final, old)
@@ -222,16 +232,19 @@ def save_checkpoint(path: Path, obj: dict) -> None:
             f"again to resume. The previous {path.name}, if any, is intact") from None
 
 
-def checkpoint_state(model, opt, sched, state: dict, cfg: Config, data_fingerprint: str) -> dict:
+def checkpoint_state(model, opt, sched, state: dict, cfg: Config, data_fingerprint: str,
+                     sid_fingerprint: str) -> dict:
     """Tensors and plain data only, so that loading never needs to unpickle code."""
     return {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
             "state": {**state, "history": list(state["history"])}, "config_hash": cfg.hash(),
-            "data_fingerprint": data_fingerprint, "model_name": cfg.model.name}
+            "data_fingerprint": data_fingerprint, "sid_fingerprint": sid_fingerprint,
+            "model_name": cfg.model.name}
 
 
 def load_checkpoint(path: Path, cfg: Config, device: torch.device,
-                    data_fingerprint: str | None = None) -> dict:
-    """A checkpoint of this config (and, when given, of this data), read with
+                    data_fingerprint: str | None = None, table: SidTable | None = None) -> dict:
+    """A checkpoint of this config (and, when given, of this data and, for a model that reads
+    semantic IDs, of this SID table), read with
     ``weights_only=True``: a file that names any class or function beyond tensors and plain
     data is refused (:class:`RefusedCheckpoint`) before any of it runs."""
     if not path.is_file():
@@ -256,6 +269,18 @@ def load_checkpoint(path: Path, cfg: Config, device: torch.device,
         raise GlasskitError(f"{path}: checkpoint was trained on other data (fingerprint "
                             f"{ckpt.get('data_fingerprint')}, the data now {data_fingerprint}); "
                             "retrain with --fresh")
+    if table is not None and ckpt.get("sid_fingerprint") != table.fingerprint():
+        if "sid_fingerprint" not in ckpt:
+            raise GlasskitError(
+                f"{path}: the checkpoint does not record the SID table it was trained against "
+                "(it was made before glasskit kept each run's table), and a table built again, "
+                "on another processor or kernel setting, can give other codes: the checkpoint "
+                "would be read against codes it never saw. Retrain the run with --fresh")
+        raise GlasskitError(
+            f"{path}: the checkpoint was trained against another SID table (fingerprint "
+            f"{ckpt['sid_fingerprint']}, this table {table.fingerprint()}): the run's sids.npz "
+            f"is missing or was replaced. Put the run's own sids.npz back beside it, or retrain "
+            "with --fresh")
     return ckpt
 
 
@@ -296,8 +321,8 @@ class RefusedCheckpoint(GlasskitError):
     """A checkpoint that names code to run: never loaded, never fallen back from."""
 
 
-def resume_checkpoint(path: Path, cfg: Config, device: torch.device, data_fingerprint: str
-                 ) -> dict | None:
+def resume_checkpoint(path: Path, cfg: Config, device: torch.device, data_fingerprint: str,
+                      table: SidTable) -> dict | None:
     """The checkpoint to resume from: last.pt, or best.pt with a warning when last.pt is
     damaged (resuming from the best epoch replays the later ones exactly: every epoch is
     reseeded). None when the run has no checkpoint yet."""
@@ -305,11 +330,11 @@ def resume_checkpoint(path: Path, cfg: Config, device: torch.device, data_finger
     if not last.is_file():
         return None
     try:
-        return load_checkpoint(last, cfg, device, data_fingerprint)
+        return load_checkpoint(last, cfg, device, data_fingerprint, table)
     except DamagedCheckpoint as e:
         if best.is_file():
             try:
-                ckpt = load_checkpoint(best, cfg, device, data_fingerprint)
+                ckpt = load_checkpoint(best, cfg, device, data_fingerprint, table)
             except DamagedCheckpoint:
                 pass
             else:
@@ -320,9 +345,11 @@ def resume_checkpoint(path: Path, cfg: Config, device: torch.device, data_finger
                             "--fresh") from None
 
 
-def open_run(cfg: Config, path: Path, resume: bool, data_fingerprint: str) -> Run:
+def open_run(cfg: Config, path: Path, resume: bool, data_fingerprint: str,
+             sid_table: SidTable) -> Run:
     """The run folder: resumed when it holds this config's run on this data, else created
-    (or, with ``resume=False``, replaced)."""
+    (or, with ``resume=False``, replaced) with ``sid_table`` pinned in it (see
+    :func:`run_sid_table`)."""
     if (path / "run.json").is_file():
         run = Run(path)
         if resume:
@@ -336,9 +363,40 @@ def open_run(cfg: Config, path: Path, resume: bool, data_fingerprint: str) -> Ru
                     f"{info.get('data_fingerprint')}, the data now {data_fingerprint}): its results "
                     "do not describe this data; choose another --out or pass --fresh to retrain")
             _set_aside_damaged_metrics(run)
+            if not (path / "sids.npz").is_file():  # a run made before tables were kept
+                sid_table.save(path / "sids.npz")
             return run
     return create_run(cfg, cfg.model.name, name=path.name, root=path.parent, overwrite=True,
-                      data_fingerprint=data_fingerprint)
+                      data_fingerprint=data_fingerprint, sid_table=sid_table)
+
+
+def run_sid_table(path: Path, built: SidTable, cfg: Config, data_fingerprint: str,
+                  resume: bool = True) -> SidTable:
+    """The SID table the run in ``path`` trains (or was trained) against: the one it keeps in
+    ``sids.npz`` when it is resumed and holds this config's run on this data, else ``built``
+    (this machine's, which :func:`open_run` pins). A kept table that does not fit the items or
+    the tokenizer's shape is refused."""
+    kept = path / "sids.npz"
+    if not resume or not kept.is_file() or not (path / "run.json").is_file():
+        return built
+    info = Run(path).info
+    if info.get("config_hash") != cfg.hash() or info.get("data_fingerprint") != data_fingerprint:
+        return built  # not this run: open_run refuses the folder
+    try:
+        table = SidTable.load(kept)
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise GlasskitError(f"{kept}: the run's SID table cannot be read ({e}); its checkpoints "
+                            "cannot be read without it: retrain the run with --fresh") from None
+    if (table.n_items, table.method, table.collisions, table.semantic_levels,
+            table.sizes[:table.semantic_levels]) != (
+            built.n_items, built.method, built.collisions, built.semantic_levels,
+            built.sizes[:built.semantic_levels]):
+        raise GlasskitError(
+            f"{kept}: the run's SID table ({table.n_items} items, {table.method} "
+            f"{table.sizes[:table.semantic_levels]}) does not fit this data and tokenizer "
+            f"({built.n_items} items, {built.method} {built.sizes[:built.semantic_levels]}): "
+            "it belongs to another run; retrain this one with --fresh")
+    return table
 
 
 def finished_run(path: Path, cfg: Config, data_fingerprint: str) -> Run | None:

@@ -27,7 +27,7 @@ from glasskit.config import Config, TrainConfig
 from glasskit.data import Dataset
 from glasskit.device import cpu_bf16_native, machine_name, resolve_device
 from glasskit.errors import GlasskitError
-from glasskit.evaluation import evaluate, final_metrics, primary_ranking, say_beam
+from glasskit.evaluation import evaluate, final_metrics, model_kind, primary_ranking, say_beam
 from glasskit.io import save_npz
 from glasskit.models.interface import StagedTraining, WeighsLoss
 from glasskit.pipeline import load, model_and_batcher, training_split
@@ -41,6 +41,7 @@ from glasskit.runs import (
     resume_checkpoint,
     run_lock,
     run_name,
+    run_sid_table,
     runs_root,
     save_checkpoint,
 )
@@ -163,6 +164,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
             path = check_run_folder(path, replace=not resume)  # again, now that it is locked
             if resume and world == 1 and (done := finished_run(path, cfg, ds.fingerprint)):
                 return done  # checkpoints are not needed to reuse a finished run
+        table = run_sid_table(path, table, cfg, ds.fingerprint, resume)  # a resumed run keeps its own codes
         return _train(cfg, ds, table, path, device, resume, progress, stop_after)
 
 
@@ -196,7 +198,9 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
         opt, lambda s: _schedule(s, warmup, total, cfg.train.schedule))
 
     say_beam(cfg, ds)
-    run = open_run(cfg, path, resume, ds.fingerprint) if rank == 0 else None
+    run = open_run(cfg, path, resume, ds.fingerprint, table) if rank == 0 else None
+    sid_fp = table.fingerprint()  # every checkpoint records the table it was trained against
+    sid_check = table if model_kind(cfg) == "sid" else None  # and a SID model's is checked
     masked = primary_ranking(ds) == "masked"
     if rank == 0 and isinstance(model, WeighsLoss):
         _say_loss_weights(model, batcher, train_split, cfg, run)
@@ -205,7 +209,7 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
         path_box = [str(run.path) if run else None]
         dist.broadcast_object_list(path_box, src=0)
         path = Path(path_box[0])
-    ckpt = resume_checkpoint(path, cfg, device, ds.fingerprint) if resume else None
+    ckpt = resume_checkpoint(path, cfg, device, ds.fingerprint, sid_check) if resume else None
     if resume and ckpt is None and rank == 0 and (recorded := run.metrics().get("epochs_run")):
         warnings.warn(  # a queue goes on, but not silently over the recorded epochs
             f"{path}: metrics.json records {recorded} trained epoch(s) but last.pt is missing, so "
@@ -271,12 +275,12 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
                 pass
             elif score > state["best"]:
                 state["best"], state["bad"] = score, 0
-                save_checkpoint(run.path / "best.pt", checkpoint_state(model, opt, sched, state, cfg,
-                                                                       ds.fingerprint))
+                save_checkpoint(run.path / "best.pt", checkpoint_state(
+                    model, opt, sched, state, cfg, ds.fingerprint, sid_fp))
             else:
                 state["bad"] += 1
-            save_checkpoint(run.path / "last.pt", checkpoint_state(model, opt, sched, state, cfg,
-                                                                   ds.fingerprint))
+            save_checkpoint(run.path / "last.pt", checkpoint_state(
+                model, opt, sched, state, cfg, ds.fingerprint, sid_fp))
             run.log_metrics(history=state["history"], epochs_run=state["epoch"])
             if progress:
                 print(f"epoch {epoch + 1}: loss {record['loss']:.4f} valid ndcg@10 {score:.4f} "
@@ -294,7 +298,7 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
         dist.barrier()  # rank 0 has written best.pt
     if rank == 0 and progress:
         print(_stop_reason(state, cfg), flush=True)
-    final = load_checkpoint(path / "best.pt", cfg, device, ds.fingerprint)
+    final = load_checkpoint(path / "best.pt", cfg, device, ds.fingerprint, sid_check)
     model.load_state_dict(final["model"])
     metrics, ranks = final_metrics(model, batcher, cfg, ds)  # every rank its share of users
     if rank == 0:

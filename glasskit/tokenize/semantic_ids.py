@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from glasskit.errors import GlasskitError
-from glasskit.io import save_npz
+from glasskit.io import fingerprint, save_npz
 
 
 @dataclass
@@ -46,6 +46,13 @@ class SidTable:
     def index(self, device: str | torch.device = "cpu") -> PrefixIndex:
         return PrefixIndex(self.codes, self.sizes, device)
 
+    def fingerprint(self) -> str:
+        """A digest of the codes and codebooks: what a model trained on this table depends on.
+        The tokenizer's training is float arithmetic, so another processor or kernel setting
+        can give another table for the same embeddings (glasskit.runs pins a run's own)."""
+        return fingerprint(self.codes.astype(np.int64), np.asarray(self.sizes, dtype=np.int64),
+                           *self.codebooks)
+
     def save(self, path) -> None:
         save_npz(path, codes=self.codes, sizes=np.asarray(self.sizes),
                  semantic_levels=np.asarray(self.semantic_levels),
@@ -57,7 +64,7 @@ class SidTable:
     def load(cls, path) -> SidTable:
         with np.load(path, allow_pickle=False) as z:
             n_books = int(z["semantic_levels"])
-            return cls(codes=z["codes"], sizes=z["sizes"].tolist(), semantic_levels=n_books,
+            return cls(codes=z["codes"].astype(np.int64), sizes=z["sizes"].tolist(), semantic_levels=n_books,
                        codebooks=[z[f"codebook{i}"] for i in range(n_books)],
                        method=str(z["method"]), collisions=str(z["collisions"]),
                        recon_error=float(z["recon_error"]))
