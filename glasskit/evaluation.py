@@ -149,21 +149,32 @@ def final_metrics(model, batcher: Batcher, cfg: Config, ds: Dataset
     return out, ranks
 
 
-def load_run_model(run: Run, device: str = "auto") -> tuple[Any, Batcher, SidTable, Config]:
-    """The best model of a finished run, with its batcher and SID table; refused when the
-    run's data has changed since it was trained."""
+def load_run_data(run: Run) -> tuple[Dataset, SidTable]:
+    """A run's dataset and the SID table it was trained against (its ``sids.npz``; a run made
+    before runs kept their table gets this machine's, with a warning); refused when the run's
+    data has changed since it was trained."""
     info = run.info
     if "data_fingerprint" not in info:
         raise GlasskitError(f"{run.path}: made by an older glasskit that did not record its data; "
                             "its metrics.json stays readable, retrain it to evaluate again")
-    cfg = run.config
-    dev = resolve_device(device)
-    ds, table = load(cfg)
+    ds, table = load(run.config)
     if ds.fingerprint != info["data_fingerprint"]:
         raise GlasskitError(f"{run.path}: trained on other data (fingerprint "
                             f"{info['data_fingerprint']}, the data now {ds.fingerprint}); retrain "
                             "it (train --fresh) before evaluating")
-    table = run_sid_table(run.path, table, cfg, ds.fingerprint)  # the codes it was trained on
+    if not (run.path / "sids.npz").is_file():
+        warnings.warn(f"{run.path}: made before runs kept their SID table (sids.npz), so the "
+                      "table is built again here; on another processor it can differ from the "
+                      "one the run trained against", stacklevel=2)
+    return ds, run_sid_table(run.path, table, run.config, ds.fingerprint)
+
+
+def load_run_model(run: Run, device: str = "auto") -> tuple[Any, Batcher, SidTable, Config]:
+    """The best model of a finished run, with its batcher and the SID table it was trained
+    against (:func:`load_run_data`)."""
+    cfg = run.config
+    dev = resolve_device(device)
+    ds, table = load_run_data(run)
     model, batcher = model_and_batcher(cfg, ds, table, dev)
     sid_check = table if model_kind(cfg) == "sid" else None
     model.load_state_dict(load_checkpoint(run.path / "best.pt", cfg, dev, ds.fingerprint,

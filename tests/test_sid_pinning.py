@@ -64,7 +64,8 @@ def test_a_run_resumed_where_the_tokenizer_differs_keeps_its_own_codes(tmp_path,
     assert again["masked"]["ndcg@10"] == pytest.approx(straight["test"]["masked"]["ndcg@10"])
 
     (run / "sids.npz").unlink()  # its table lost: the checkpoint is refused, not misread
-    with pytest.raises(GlasskitError, match=r"trained against another SID table .* sids\.npz"):
+    with (pytest.warns(UserWarning, match=r"made before runs kept their SID table"),
+          pytest.raises(GlasskitError, match=r"trained against another SID table .* sids\.npz")):
         evaluate_run(Run(run), device="cpu")
 
 
