@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from glasskit.evaluation import evaluate, primary_ranking
+from glasskit.evaluation import evaluate, primary_ranking, run_sid_table
 from glasskit.io import read_json, write_json
 from glasskit.pipeline import load, model_and_batcher
 from glasskit.profiles import configure
-from glasskit.runs import Run, load_checkpoint, run_sid_table
+from glasskit.runs import Run, load_checkpoint
 from glasskit.train import Interrupted, train
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,7 @@ from glasskit.metrics import (
 )
 from glasskit.pipeline import load, model_and_batcher
 from glasskit.ranking import greedy_codes, rank, teacher_forced_codes
-from glasskit.runs import Run, load_checkpoint, run_sid_table
+from glasskit.runs import Run, load_checkpoint
 from glasskit.tokenize import SidTable
 
 
@@ -147,6 +149,35 @@ def final_metrics(model, batcher: Batcher, cfg: Config, ds: Dataset
             out[split][ranking], ranks[f"{split}_{ranking}"] = evaluate_samples(
                 model, batcher, split, cfg, masked=ranking == "masked", full=primary == ranking)
     return out, ranks
+
+
+def run_sid_table(path: Path, built: SidTable, cfg: Config, data_fingerprint: str,
+                  resume: bool = True) -> SidTable:
+    """The SID table the run in ``path`` trains (or was trained) against: the one it keeps in
+    ``sids.npz`` when it is resumed and holds this config's run on this data, else ``built``
+    (this machine's, which :func:`glasskit.runs.open_run` pins). A kept table that does not
+    fit the items or the tokenizer's shape is refused."""
+    kept = path / "sids.npz"
+    if not resume or not kept.is_file() or not (path / "run.json").is_file():
+        return built
+    info = Run(path).info
+    if info.get("config_hash") != cfg.hash() or info.get("data_fingerprint") != data_fingerprint:
+        return built  # not this run: open_run refuses the folder
+    try:
+        table = SidTable.load(kept)
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise GlasskitError(f"{kept}: the run's SID table cannot be read ({e}); its checkpoints "
+                            "cannot be read without it: retrain the run with --fresh") from None
+    if (table.n_items, table.method, table.collisions, table.semantic_levels,
+            table.sizes[:table.semantic_levels]) != (
+            built.n_items, built.method, built.collisions, built.semantic_levels,
+            built.sizes[:built.semantic_levels]):
+        raise GlasskitError(
+            f"{kept}: the run's SID table ({table.n_items} items, {table.method} "
+            f"{table.sizes[:table.semantic_levels]}) does not fit this data and tokenizer "
+            f"({built.n_items} items, {built.method} {built.sizes[:built.semantic_levels]}): "
+            "it belongs to another run; retrain this one with --fresh")
+    return table
 
 
 def load_run_data(run: Run) -> tuple[Dataset, SidTable]:

@@ -22,9 +22,8 @@ import shutil
 import tempfile
 import time
 import warnings
-import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -33,7 +32,14 @@ import torch
 from glasskit.config import Config
 from glasskit.errors import GlasskitError
 from glasskit.io import atomic_write, folder_lock, read_json, write_json
-from glasskit.tokenize import SidTable
+
+
+class SidTable(Protocol):
+    """What the run store needs of a SID table (glasskit.tokenize.SidTable, a layer beside it)."""
+
+    def fingerprint(self) -> str: ...
+
+    def save(self, path: Path) -> None: ...
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 
@@ -349,7 +355,7 @@ def open_run(cfg: Config, path: Path, resume: bool, data_fingerprint: str,
              sid_table: SidTable) -> Run:
     """The run folder: resumed when it holds this config's run on this data, else created
     (or, with ``resume=False``, replaced) with ``sid_table`` pinned in it (see
-    :func:`run_sid_table`)."""
+    :func:`glasskit.evaluation.run_sid_table`)."""
     if (path / "run.json").is_file():
         run = Run(path)
         if resume:
@@ -369,34 +375,6 @@ def open_run(cfg: Config, path: Path, resume: bool, data_fingerprint: str,
     return create_run(cfg, cfg.model.name, name=path.name, root=path.parent, overwrite=True,
                       data_fingerprint=data_fingerprint, sid_table=sid_table)
 
-
-def run_sid_table(path: Path, built: SidTable, cfg: Config, data_fingerprint: str,
-                  resume: bool = True) -> SidTable:
-    """The SID table the run in ``path`` trains (or was trained) against: the one it keeps in
-    ``sids.npz`` when it is resumed and holds this config's run on this data, else ``built``
-    (this machine's, which :func:`open_run` pins). A kept table that does not fit the items or
-    the tokenizer's shape is refused."""
-    kept = path / "sids.npz"
-    if not resume or not kept.is_file() or not (path / "run.json").is_file():
-        return built
-    info = Run(path).info
-    if info.get("config_hash") != cfg.hash() or info.get("data_fingerprint") != data_fingerprint:
-        return built  # not this run: open_run refuses the folder
-    try:
-        table = SidTable.load(kept)
-    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise GlasskitError(f"{kept}: the run's SID table cannot be read ({e}); its checkpoints "
-                            "cannot be read without it: retrain the run with --fresh") from None
-    if (table.n_items, table.method, table.collisions, table.semantic_levels,
-            table.sizes[:table.semantic_levels]) != (
-            built.n_items, built.method, built.collisions, built.semantic_levels,
-            built.sizes[:built.semantic_levels]):
-        raise GlasskitError(
-            f"{kept}: the run's SID table ({table.n_items} items, {table.method} "
-            f"{table.sizes[:table.semantic_levels]}) does not fit this data and tokenizer "
-            f"({built.n_items} items, {built.method} {built.sizes[:built.semantic_levels]}): "
-            "it belongs to another run; retrain this one with --fresh")
-    return table
 
 
 def finished_run(path: Path, cfg: Config, data_fingerprint: str) -> Run | None:

@@ -27,7 +27,14 @@ from glasskit.config import Config, TrainConfig
 from glasskit.data import Dataset
 from glasskit.device import cpu_bf16_native, machine_name, resolve_device
 from glasskit.errors import GlasskitError
-from glasskit.evaluation import evaluate, final_metrics, model_kind, primary_ranking, say_beam
+from glasskit.evaluation import (
+    evaluate,
+    final_metrics,
+    model_kind,
+    primary_ranking,
+    run_sid_table,
+    say_beam,
+)
 from glasskit.io import save_npz
 from glasskit.models.interface import StagedTraining, WeighsLoss
 from glasskit.pipeline import load, model_and_batcher, training_split
@@ -41,7 +48,6 @@ from glasskit.runs import (
     resume_checkpoint,
     run_lock,
     run_name,
-    run_sid_table,
     runs_root,
     save_checkpoint,
 )
@@ -164,7 +170,7 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
             path = check_run_folder(path, replace=not resume)  # again, now that it is locked
             if resume and world == 1 and (done := finished_run(path, cfg, ds.fingerprint)):
                 return done  # checkpoints are not needed to reuse a finished run
-        table = run_sid_table(path, table, cfg, ds.fingerprint, resume)  # a resumed run keeps its own codes
+        table = run_sid_table(path, table, cfg, ds.fingerprint, resume)  # a resumed run: its own
         return _train(cfg, ds, table, path, device, resume, progress, stop_after)
 
 
