@@ -41,6 +41,7 @@ class SidTable(Protocol):
 
     def save(self, path: Path) -> None: ...
 
+
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 
@@ -328,7 +329,7 @@ class RefusedCheckpoint(GlasskitError):
 
 
 def resume_checkpoint(path: Path, cfg: Config, device: torch.device, data_fingerprint: str,
-                      table: SidTable) -> dict | None:
+                      table: SidTable | None) -> dict | None:
     """The checkpoint to resume from: last.pt, or best.pt with a warning when last.pt is
     damaged (resuming from the best epoch replays the later ones exactly: every epoch is
     reseeded). None when the run has no checkpoint yet."""
@@ -369,12 +370,9 @@ def open_run(cfg: Config, path: Path, resume: bool, data_fingerprint: str,
                     f"{info.get('data_fingerprint')}, the data now {data_fingerprint}): its results "
                     "do not describe this data; choose another --out or pass --fresh to retrain")
             _set_aside_damaged_metrics(run)
-            if not (path / "sids.npz").is_file():  # a run made before tables were kept
-                sid_table.save(path / "sids.npz")
             return run
     return create_run(cfg, cfg.model.name, name=path.name, root=path.parent, overwrite=True,
                       data_fingerprint=data_fingerprint, sid_table=sid_table)
-
 
 
 def finished_run(path: Path, cfg: Config, data_fingerprint: str) -> Run | None:

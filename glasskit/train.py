@@ -239,6 +239,9 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
                 "back beside last.pt (a run moved between machines needs both), or retrain it "
                 "with --fresh")
 
+    # a run from before tables were kept (an ID model's, whose checkpoint needs no table)
+    if rank == 0 and not (run.path / "sids.npz").is_file():
+        table.save(run.path / "sids.npz")
     made_on = {"machine": machine_name(device), "precision": train_precision(device, cfg.train.amp)}
     while state["epoch"] < cfg.train.epochs and state["bad"] < cfg.train.patience:
         epoch = state["epoch"]

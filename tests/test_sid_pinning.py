@@ -78,6 +78,7 @@ def test_resuming_without_the_runs_table_is_refused(tmp_path, monkeypatch):
     with pytest.raises(GlasskitError, match="another SID table"):
         train(cfg, out=run, progress=False)
     assert (run / "last.pt").read_bytes() == before  # nothing trained over it
+    assert not (run / "sids.npz").exists()  # nor another table pinned in its place
 
 
 def test_a_checkpoint_that_does_not_record_its_table_is_refused(tmp_path):

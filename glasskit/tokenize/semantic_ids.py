@@ -64,7 +64,8 @@ class SidTable:
     def load(cls, path) -> SidTable:
         with np.load(path, allow_pickle=False) as z:
             n_books = int(z["semantic_levels"])
-            return cls(codes=z["codes"].astype(np.int64), sizes=z["sizes"].tolist(), semantic_levels=n_books,
+            return cls(codes=z["codes"].astype(np.int64), sizes=z["sizes"].tolist(),
+                       semantic_levels=n_books,
                        codebooks=[z[f"codebook{i}"] for i in range(n_books)],
                        method=str(z["method"]), collisions=str(z["collisions"]),
                        recon_error=float(z["recon_error"]))
