@@ -68,7 +68,8 @@ reproduce: $(VENV)/.installed
 	$(SWEEP) --profile s3rec --data-dir $(AMAZON) --set data.name=Sports_and_Outdoors \
 	  --rows tiger,sasrec --seeds 0 --against sasrec --out $(RESULTS)/reproduction-sports.md
 	GLASSKIT_RUNS=$(RESULTS)/runs $(PY) -m glasskit reports --profile s3rec --only 07 --out reports \
-	  --param '07:names=[Toys_and_Games, Sports_and_Outdoors]' --param '07:seeds=[0]'
+	  --param '07:names=[Toys_and_Games, Sports_and_Outdoors]' --param '07:seeds=[0, 1, 2]' \
+	  --param '07:set_seeds={Sports_and_Outdoors: [0]}'
 
 # The GPU check (bench/gpu_check.py). On a GPU machine with network and this .venv: make gpu-check.
 # For one without network (its own torch): make gpu-prep here, carry .gpu-prep/ with the tree and

@@ -17,7 +17,7 @@ from glasskit.analysis.reproduction import (
 )
 from glasskit.notebook import read_records
 from glasskit.pipeline import load
-from glasskit.reports import build_reports, find_notebooks
+from glasskit.reports import NotebookFailed, build_reports, find_notebooks
 from glasskit.runs import create_run
 from glasskit.tokenize import SidTable, resolve_collisions
 
@@ -154,13 +154,16 @@ def test_notebook_07_is_left_out_of_the_main_command_unless_named():
 def test_notebook_07_on_smoke_runs_headless(tmp_path, monkeypatch):
     monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("GLASSKIT_RUNS", str(tmp_path / "runs"))
-    build_reports({"profile": "smoke"}, tmp_path / "out", only=["07"])
+    build_reports({"profile": "smoke"}, tmp_path / "out", only=["07"],
+                  per_notebook={"07": {"seeds": [0, 1], "ablation_seeds": [0]}})
     rec = read_records(tmp_path / "out" / "07_reproduction.ipynb")
     assert rec["rows"] == ["sasrec", "tiger", "tiger [embed.method=interactions]"]
     table = rec["reproduction synthetic"]
     assert set(table) == {f"{row} {m}" for row in rec["rows"]
                           for m in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")}
     assert all(v["paper"] is None and 0 <= v["glasskit"] <= 1 for v in table.values())
+    assert {row: table[f"{row} ndcg@10"]["seeds"] for row in rec["rows"]} == {
+        "sasrec": 2, "tiger": 2, "tiger [embed.method=interactions]": 1}  # ablation_seeds apart
     ties = {k.split(" / ", 1)[1]: v for k, v in rec.items() if k.startswith("content ties")}
     assert set(ties) == {f"{row} / {key}" for row in ("tiger", "tiger [embed.method=interactions]")
                          for key in ("content (item text)", "semantic codes")}
@@ -177,3 +180,12 @@ def test_notebook_07_on_smoke_runs_headless(tmp_path, monkeypatch):
     assert set(drop) == set(rec["rows"])
     for v in drop.values():
         assert 0 <= v["all"]["test hit@10"] <= 1 and v["all"]["valid share"] == 1
+
+
+def test_notebook_07_refuses_seeds_for_a_set_it_does_not_train(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLASSKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GLASSKIT_RUNS", str(tmp_path / "runs"))
+    with pytest.raises(NotebookFailed, match="GlasskitError: set_seeds names \\['Sports_and_Outdoors'\\]"):
+        build_reports({"profile": "smoke"}, tmp_path / "out", only=["07"],
+                      per_notebook={"07": {"set_seeds": {"Sports_and_Outdoors": [0]}}})
+    assert not list((tmp_path / "runs").glob("*/metrics.json"))  # refused before any training
