@@ -240,6 +240,8 @@ def test_10_ctrl_c_says_the_run_resumes(tmp_path):
     data = _csv(tmp_path / "data")
     script = (
         "import os, signal, sys\n"
+        "# a shell that starts jobs in the background leaves SIGINT ignored; a terminal does not\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "import glasskit.train as t\n"
         "real, calls = t.train_step, []\n"
         "def step(*a, **k):  # Ctrl-C arrives during the third step\n"
