@@ -3,7 +3,7 @@ trainer does (``glasskit.train._leave_process_group``) against a bare barrier an
 ``destroy_process_group``, side by side: the arms alternate launch by launch, so load on the
 machine falls on both alike.
 
-    .venv/bin/python bench/ddp_teardown.py --runs 150          # about 6 minutes on 2 cores
+    .venv/bin/python bench/ddp_teardown.py --runs 150          # about 27 minutes on 2 cores
 
 Each launch is ``torchrun --standalone --nproc_per_node 2`` on this file: a small DDP model
 trained 30 steps on CPU, one all_gather_object, then the arm's ending. On torch 2.13 a bare
