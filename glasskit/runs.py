@@ -5,7 +5,11 @@ A run is created in a hidden temporary directory and renamed into place only whe
 files are written, and every later file is replaced atomically, so a crash never corrupts an
 earlier run or leaves a half-written one in ``list_runs()``. Only a folder that is absent, empty
 or a run is written into (:func:`check_run_folder`). Checkpoints hold tensors and plain data
-only; one that names code is refused before any of it runs (:func:`load_checkpoint`).
+only; one that names code is refused before any of it runs (:func:`load_checkpoint`). A
+checkpoint keeps its optimizer state in a file of its own beside it (``last.pt`` and
+``last.opt.pt``): the optimizer's moments are twice the model, and split this way each file of
+even the largest model here (GEMs, 5.5 MB together) stays small enough to commit with a run
+that a later session resumes. Both files record one token, so a pair is never mixed.
 
 A run also keeps the SID table it trains against (``sids.npz``): the tokenizer is trained in
 floats, so another processor or kernel setting can give other codes for the same items, and a
@@ -21,6 +25,7 @@ import re
 import shutil
 import tempfile
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Protocol
@@ -111,8 +116,8 @@ class Run:
             return {k: z[k] for k in z.files}
 
 
-RUN_FILES = frozenset({"run.json", "config.yaml", "metrics.json", "best.pt", "last.pt", "ranks.npz",
-                       "sids.npz"})
+RUN_FILES = frozenset({"run.json", "config.yaml", "metrics.json", "best.pt", "last.pt",
+                       "best.opt.pt", "last.opt.pt", "ranks.npz", "sids.npz"})
 
 
 def check_run_folder(path: str | Path, replace: bool = False) -> Path:
@@ -226,8 +231,23 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # -- checkpoints -------------------------------------------------------------------------------
+def optimizer_file(path: Path) -> Path:
+    """Where the checkpoint ``path`` keeps its optimizer state: ``last.pt`` → ``last.opt.pt``."""
+    return path.with_suffix(".opt.pt")
+
+
 def save_checkpoint(path: Path, obj: dict) -> None:
-    """Write a checkpoint atomically; a failed write (a full disk) leaves the previous one."""
+    """Write a checkpoint atomically, its ``opt`` entry into :func:`optimizer_file` first; a
+    failed write (a full disk) leaves the previous checkpoint. Crashing between the two files
+    leaves a pair whose tokens differ, which :func:`load_checkpoint` calls damaged."""
+    if "opt" in obj:
+        token = uuid.uuid4().hex
+        _save(optimizer_file(path), {"opt": obj["opt"], "token": token})
+        obj = {**{k: v for k, v in obj.items() if k != "opt"}, "opt_token": token}
+    _save(path, obj)
+
+
+def _save(path: Path, obj: dict) -> None:
     try:
         atomic_write(path, lambda p: torch.save(obj, p))
     except (RuntimeError, OSError) as e:
@@ -249,24 +269,17 @@ def checkpoint_state(model, opt, sched, state: dict, cfg: Config, data_fingerpri
 
 
 def load_checkpoint(path: Path, cfg: Config, device: torch.device,
-                    data_fingerprint: str | None = None, table: SidTable | None = None) -> dict:
+                    data_fingerprint: str | None = None, table: SidTable | None = None,
+                    optimizer: bool = False) -> dict:
     """A checkpoint of this config (and, when given, of this data and, for a model that reads
     semantic IDs, of this SID table), read with
     ``weights_only=True``: a file that names any class or function beyond tensors and plain
-    data is refused (:class:`RefusedCheckpoint`) before any of it runs."""
+    data is refused (:class:`RefusedCheckpoint`) before any of it runs. With ``optimizer``
+    (to resume) its ``opt`` entry is read too, from :func:`optimizer_file` where it was saved
+    apart, and must carry the checkpoint's token."""
     if not path.is_file():
         raise GlasskitError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # whatever torch raises, we decide from the file itself
-        unsafe = unsafe_globals(path)
-        if unsafe:
-            raise RefusedCheckpoint(
-                f"{path}: refused: it holds objects other than tensors and plain data (it names "
-                f"{', '.join(unsafe[:3])}); glasskit never unpickles code from a run folder. Delete "
-                "it, or retrain with --fresh") from None
-        why = type(e).__name__ if "weights_only" in str(e) else (str(e).splitlines() or [""])[0]
-        raise DamagedCheckpoint(f"{path}: damaged checkpoint ({why or type(e).__name__})") from None
+    ckpt = _read(path, device)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise DamagedCheckpoint(f"{path}: not a glasskit checkpoint")
     if ckpt.get("config_hash") != cfg.hash():
@@ -288,7 +301,40 @@ def load_checkpoint(path: Path, cfg: Config, device: torch.device,
             f"{ckpt['sid_fingerprint']}, this table {table.fingerprint()}): the run's sids.npz "
             f"is missing or was replaced. Put the run's own sids.npz back beside it, or retrain "
             "with --fresh")
+    if optimizer and "opt" not in ckpt:  # saved apart (a checkpoint from before keeps it inside)
+        ckpt["opt"] = _optimizer_state(path, ckpt.get("opt_token"), device)
     return ckpt
+
+
+def _read(path: Path, device: torch.device) -> Any:
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # whatever torch raises, we decide from the file itself
+        unsafe = unsafe_globals(path)
+        if unsafe:
+            raise RefusedCheckpoint(
+                f"{path}: refused: it holds objects other than tensors and plain data (it names "
+                f"{', '.join(unsafe[:3])}); glasskit never unpickles code from a run folder. Delete "
+                "it, or retrain with --fresh") from None
+        why = type(e).__name__ if "weights_only" in str(e) else (str(e).splitlines() or [""])[0]
+        raise DamagedCheckpoint(f"{path}: damaged checkpoint ({why or type(e).__name__})") from None
+
+
+def _optimizer_state(path: Path, token: str | None, device: torch.device) -> dict:
+    """The optimizer state saved beside the checkpoint ``path``, checked to be its pair."""
+    opt_path = optimizer_file(path)
+    if not opt_path.is_file():
+        raise DamagedCheckpoint(
+            f"{path}: its optimizer state {opt_path.name} is missing (a run moved between "
+            "machines needs last.pt, last.opt.pt, best.pt and best.opt.pt)")
+    saved = _read(opt_path, device)
+    if not isinstance(saved, dict) or "opt" not in saved:
+        raise DamagedCheckpoint(f"{opt_path}: not a glasskit optimizer state")
+    if token is None or saved.get("token") != token:
+        raise DamagedCheckpoint(
+            f"{path}: damaged checkpoint ({opt_path.name} is not its pair: one of the two was "
+            "replaced, or a crash fell between their writes)")
+    return saved["opt"]
 
 
 def unsafe_globals(path: Path) -> list[str]:
@@ -337,19 +383,19 @@ def resume_checkpoint(path: Path, cfg: Config, device: torch.device, data_finger
     if not last.is_file():
         return None
     try:
-        return load_checkpoint(last, cfg, device, data_fingerprint, table)
+        return load_checkpoint(last, cfg, device, data_fingerprint, table, optimizer=True)
     except DamagedCheckpoint as e:
         if best.is_file():
             try:
-                ckpt = load_checkpoint(best, cfg, device, data_fingerprint, table)
+                ckpt = load_checkpoint(best, cfg, device, data_fingerprint, table, optimizer=True)
             except DamagedCheckpoint:
                 pass
             else:
                 warnings.warn(f"{e}; resuming from {best.name} (epoch {ckpt['state']['epoch']})",
                               stacklevel=3)
                 return ckpt
-        raise GlasskitError(f"{e}, and no readable best.pt to fall back to; start over with "
-                            "--fresh") from None
+        raise GlasskitError(f"{e}, and no readable best.pt and best.opt.pt to fall back to; "
+                            "start over with --fresh") from None
 
 
 def open_run(cfg: Config, path: Path, resume: bool, data_fingerprint: str,

@@ -221,7 +221,8 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
         warnings.warn(  # a queue goes on, but not silently over the recorded epochs
             f"{path}: metrics.json records {recorded} trained epoch(s) but last.pt is missing, so "
             "the run trains again from epoch 1 and its history is replaced (to resume instead, "
-            "stop now and put last.pt and best.pt back: a run moved between machines needs both)",
+            "stop now and put the checkpoints back: a run moved between machines needs last.pt, "
+            "last.opt.pt, best.pt and best.opt.pt)",
             stacklevel=2)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -237,8 +238,8 @@ def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.
             raise GlasskitError(
                 f"{path / 'last.pt'} resumes epoch {state['epoch']}, but best.pt (its best epoch, "
                 f"{best}) is missing, so the run could not be evaluated at its end: put best.pt "
-                "back beside last.pt (a run moved between machines needs both), or retrain it "
-                "with --fresh")
+                "back beside last.pt (a run moved between machines needs last.pt, last.opt.pt, "
+                "best.pt and best.opt.pt), or retrain it with --fresh")
 
     # a run from before tables were kept (an ID model's, whose checkpoint needs no table)
     if rank == 0 and not (run.path / "sids.npz").is_file():

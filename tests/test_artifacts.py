@@ -147,7 +147,8 @@ def test_damaged_checkpoints_metrics_and_caches_are_named(tmp_path):
         evaluate_run(run, device="cpu")
     (run.path / "metrics.json").unlink()
     last.write_bytes(b"\x00" * 10)
-    with pytest.raises(GlasskitError, match=r"no readable best.pt to fall back to; start over with --fresh"):
+    with pytest.raises(GlasskitError, match=r"no readable best.pt and best.opt.pt to fall back "
+                                            r"to; start over with --fresh"):
         train(cfg, out=run.path, progress=False)
 
     text = (tmp_path / "a" / "metrics.json").read_text()
@@ -165,6 +166,43 @@ def test_damaged_checkpoints_metrics_and_caches_are_named(tmp_path):
         f.write_bytes(b"\x93NUMPY garbage")
     with pytest.warns(UserWarning, match="damaged cache entry"):
         prepare(cfg).embeddings()
+
+
+def test_optimizer_state_is_kept_apart_and_paired(tmp_path):
+    """Each checkpoint keeps its optimizer state in a file of its own (so a large model's
+    files stay small enough to commit), paired by a token: a mismatched pair is damaged, and
+    a checkpoint from before the split (optimizer inside) still resumes exactly."""
+    from glasskit.train import Interrupted
+
+    d = _csv(tmp_path / "d")
+    cfg = _cfg(d, **{"train.epochs": 3})
+    straight = train(cfg, out=tmp_path / "a", progress=False).metrics()
+    b = tmp_path / "b"
+    with pytest.raises(Interrupted):
+        train(cfg, out=b, progress=False, stop_after=2)
+    last, last_opt = torch.load(b / "last.pt", weights_only=True), b / "last.opt.pt"
+    assert "opt" not in last and torch.load(last_opt, weights_only=True)["token"] == last["opt_token"]
+    saved = last_opt.read_bytes()
+
+    last_opt.write_bytes((b / "best.opt.pt").read_bytes())  # best epoch 1: another pair
+    with pytest.warns(UserWarning, match=r"last.pt: damaged checkpoint \(last.opt.pt is not its "
+                                         r"pair.*resuming from best.pt \(epoch 1\)"):
+        with pytest.raises(Interrupted):
+            train(cfg, out=b, progress=False, stop_after=2)
+    assert Run(b).metrics()["epochs_run"] == 2
+    last_opt.unlink()
+    (b / "best.opt.pt").unlink()
+    with pytest.raises(GlasskitError, match=r"last.pt: its optimizer state last.opt.pt is missing "
+                                            r".*best.opt.pt\), and no readable best.pt and best.opt.pt"):
+        train(cfg, out=b, progress=False)
+
+    last_opt.write_bytes(saved)  # the epoch-2 pair again, merged as an older run kept it
+    old = {**last, "opt": torch.load(last_opt, weights_only=True)["opt"]}
+    del old["opt_token"]
+    torch.save(old, b / "last.pt")
+    last_opt.unlink()
+    assert train(cfg, out=b, progress=False).metrics()["test"] == straight["test"]
+    assert "opt" not in torch.load(b / "last.pt", weights_only=True)  # written apart from now on
 
 
 # -- 4. data without text ---------------------------------------------------------------------
