@@ -148,17 +148,54 @@ SWEEP_MARK = "<!-- written by glasskit sweep; rewritten after every run -->"
 COMPARISON_ROWS = "sasrec,tiger,glass:sidtier+shs,glass:sidtier+shs+cr,dualgr,gems,intrr"
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    """Train every (seed, dataset, row) one at a time, seed-major so that one seed of every row
-    lands first; a rerun resumes (finished runs are reused, an interrupted one continues from
-    its last epoch). After each run the tables are rewritten (``--out``)."""
+def _job_name(cfg: Any, model: str, variant: str | None) -> str:
+    data = f"{cfg.data.dataset}{'/' + cfg.data.name if cfg.data.name else ''}"
+    return f"{data} seed {cfg.seed} {model}{':' + variant if variant else ''}"
+
+
+def _write_sweep_tables(args: argparse.Namespace, done: list[str], planned: int) -> None:
+    """A sweep's tables of its finished runs (in the grid's order), both rankings, with the
+    paired tests against each ``--against`` row that has a run, and a header that counts them."""
     from collections import Counter
     from pathlib import Path
 
-    from glasskit.analysis.run_tables import base_label, markdown, seed_table, significance_table
+    from glasskit.analysis.run_tables import markdown, seed_table, significance_table
     from glasskit.io import write_text
     from glasskit.runs import Run, runs_root
-    from glasskit.train import train
+
+    text = []
+    for ranking in ("masked", "unmasked"):
+        table = seed_table(done, ranking=ranking)
+        text.append(f"### {ranking}\n\n{markdown(table)}")
+        for ref in filter(None, args.against.split(",")):
+            try:
+                tests = significance_table(done, ref, ranking=ranking)
+            except GlasskitError:  # the reference row has no finished run yet
+                continue
+            text.append(f"#### {ranking}, against {ref}\n\n{markdown(table, tests=tests)}")
+    machines = Counter(", ".join(filter(None, (m.get("machine", "unrecorded"),
+                                                m.get("train_precision"))))
+                       for m in (Run(p).metrics() for p in done))
+    made_on = ", ".join(f"{m} ({k} run{'s' * (k > 1)})" for m, k in sorted(machines.items()))
+    here, store = Path(args.out).resolve().parent, runs_root().resolve()
+    shown = store.relative_to(here) if store.is_relative_to(here) else store  # a committed
+    # table beside its store names no one machine's folders
+    header = (f"{SWEEP_MARK}\n# {args.profile} budget: {len(done)}/{planned} runs finished (store "
+              f"{shown}; processors: {made_on})\n\n")
+    write_text(args.out, header + "\n\n".join(text) + "\n")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Train every (seed, dataset, row) one at a time, seed-major so that one seed of every row
+    lands first; a rerun resumes (finished runs are reused, an interrupted one continues from
+    its last epoch). After each run the tables are rewritten (``--out``); they hold every
+    finished run of the grid, those that lie ahead of the sweep included (finished by an earlier
+    sweep or out of order), and say how many that is."""
+    from pathlib import Path
+
+    from glasskit.analysis.run_tables import base_label
+    from glasskit.runs import runs_root
+    from glasskit.train import stored_run, train
 
     out = Path(args.out)
     if out.exists() and (not out.is_file() or not out.read_text(errors="replace").startswith(SWEEP_MARK)):
@@ -176,35 +213,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     seeds = _int_list(args.seeds, "--seeds")
     jobs = [(seed, dataset, model, variant) for seed in seeds for dataset in datasets
             for model, variant in rows]
-    done: list[str] = []
-    for n, (seed, dataset, model, variant) in enumerate(jobs, 1):
-        name, folder = dataset
-        cfg = configure(args.profile, name, folder or args.data_dir, seed, model=model, variant=variant,
-                        preset=args.preset, explicit=_overrides(args.set))
-        print(f"[{n}/{len(jobs)}] {cfg.data.dataset}{'/' + cfg.data.name if cfg.data.name else ''} "
-              f"seed {seed} {model}{':' + variant if variant else ''}", flush=True)
-        run = train(cfg, progress=not args.quiet)
-        done.append(str(run.path))
-        text = []
-        for ranking in ("masked", "unmasked"):
-            table = seed_table(done, ranking=ranking)
-            text.append(f"### {ranking}\n\n{markdown(table)}")
-            for ref in filter(None, args.against.split(",")):
-                try:
-                    tests = significance_table(done, ref, ranking=ranking)
-                except GlasskitError:  # the reference row has no finished run yet
-                    continue
-                text.append(f"#### {ranking}, against {ref}\n\n{markdown(table, tests=tests)}")
-        machines = Counter(", ".join(filter(None, (m.get("machine", "unrecorded"),
-                                                    m.get("train_precision"))))
-                           for m in (Run(p).metrics() for p in done))
-        made_on = ", ".join(f"{m} ({k} run{'s' * (k > 1)})" for m, k in sorted(machines.items()))
-        here, store = Path(args.out).resolve().parent, runs_root().resolve()
-        shown = store.relative_to(here) if store.is_relative_to(here) else store  # a committed
-        # table beside its store names no one machine's folders
-        header = (f"{SWEEP_MARK}\n# {args.profile} budget: {len(done)}/{len(jobs)} runs finished (store "
-                  f"{shown}; processors: {made_on})\n\n")
-        write_text(args.out, header + "\n\n".join(text) + "\n")
+    cfgs = [configure(args.profile, name, folder or args.data_dir, seed, model=model,
+                      variant=variant, preset=args.preset, explicit=_overrides(args.set))
+            for seed, (name, folder), model, variant in jobs]  # a wrong setting fails at once
+    finished = {n: str(run.path) for n, cfg in enumerate(cfgs) if (run := stored_run(cfg))}
+    if args.tables_only:
+        missing = [_job_name(cfg, model, variant) for n, ((_, _, model, variant), cfg)
+                   in enumerate(zip(jobs, cfgs)) if n not in finished]
+        if not finished:
+            raise GlasskitError(f"--tables-only: none of the sweep's {len(jobs)} runs is finished in "
+                                f"the run store ({runs_root()}); nothing was written. Train them "
+                                "first (the same command without --tables-only)")
+        _write_sweep_tables(args, [finished[i] for i in sorted(finished)], len(jobs))
+        print(f"{len(finished)}/{len(jobs)} runs finished; not yet: " + ("; ".join(missing) or "none"))
+        print(f"tables: {args.out}")
+        return 0
+    for n, ((_, _, model, variant), cfg) in enumerate(zip(jobs, cfgs)):
+        print(f"[{n + 1}/{len(jobs)}] {_job_name(cfg, model, variant)}"
+              f"{' (finished: read from its record)' * (n in finished)}", flush=True)
+        finished[n] = str(train(cfg, progress=not args.quiet).path)
+        _write_sweep_tables(args, [finished[i] for i in sorted(finished)], len(jobs))
     print(f"tables: {args.out}")
     return 0
 
@@ -332,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--against", default="tiger,sasrec", help="reference rows of the paired tests")
     sw.add_argument("--out", default="reports/comparison.md")
     sw.add_argument("--quiet", action="store_true")
+    sw.add_argument("--tables-only", action="store_true",
+                    help="write the tables from the grid's finished runs and train nothing")
     sw.set_defaults(func=cmd_sweep)
 
     st = sub.add_parser("strip-notebooks", help="clear outputs of notebooks before committing them")

@@ -25,7 +25,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from glasskit.config import Config, TrainConfig
-from glasskit.data import Dataset
+from glasskit.data import Dataset, prepare
 from glasskit.device import cpu_bf16_native, machine_name, resolve_device
 from glasskit.errors import GlasskitError
 from glasskit.evaluation import (
@@ -173,6 +173,13 @@ def train(cfg: Config, out: str | Path | None = None, resume: bool = True,
                 return done  # checkpoints are not needed to reuse a finished run
         table = run_sid_table(path, table, cfg, ds.fingerprint, resume)  # a resumed run: its own
         return _train(cfg, ds, table, path, device, resume, progress, stop_after)
+
+
+def stored_run(cfg: Config) -> Run | None:
+    """This config's finished run in the run store, found without training: the run that
+    ``train(cfg)`` would reuse, judged from its results alone; None if there is none yet."""
+    fingerprint = prepare(cfg).fingerprint
+    return finished_run(runs_root() / run_name(cfg, cfg.model.name, fingerprint), cfg, fingerprint)
 
 
 def _train(cfg: Config, ds: Dataset, table: SidTable, path: Path, device: torch.device,

@@ -176,6 +176,48 @@ def test_sweep_trains_resumably_and_writes_its_tables(tmp_path, monkeypatch):
     assert not other.exists() and len(list((tmp_path / "runs").glob("*/best.pt"))) == 2
 
 
+def test_a_sweeps_tables_hold_the_finished_runs_ahead_of_it(store, tmp_path, monkeypatch, capsys):
+    """Runs finished ahead of a sweep's position (by an earlier sweep, or trained out of order)
+    are in its tables from the first one it writes, and its header counts them: a sweep that
+    had reached 25 of 42 runs once said "25/42 runs finished" when 32 were."""
+    import shutil
+
+    import glasskit.train as training
+    from glasskit.cli import main
+
+    shutil.copytree(store[0], tmp_path / "runs")  # the module's store stays as it is
+    monkeypatch.setenv("GLASSKIT_RUNS", str(tmp_path / "runs"))
+    out, tables, real = tmp_path / "comparison.md", [], training.train
+
+    def train_and_read_the_tables(cfg, **kwargs):
+        tables.append(out.read_text() if out.exists() else None)
+        return real(cfg, **kwargs)
+
+    monkeypatch.setattr(training, "train", train_and_read_the_tables)
+    argv = ["sweep", "--profile", "smoke", "--seeds", "0", "--rows", "intrr,tiger,sasrec",
+            "--set", "train.epochs=2", "--against", "tiger", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    first = tables[1]  # written after the first run, intrr, the one run trained here
+    assert tables[0] is None and "3/3 runs finished" in first
+    assert "#### masked, against tiger" in first and "| sasrec [" in first
+    assert len(list((tmp_path / "runs").glob("intrr-*/best.pt"))) == 1
+    trained = sorted((tmp_path / "runs").glob("*/best.pt"))
+    assert len(trained) == len(list(store[0].glob("*/best.pt"))) + 1
+
+    both = tmp_path / "both-seeds.md"  # --tables-only: the tables of what is finished, no training
+    argv[argv.index("--seeds") + 1] = "0,1"
+    argv[argv.index("--out") + 1] = str(both)
+    assert main([*argv, "--tables-only"]) == 0
+    text = both.read_text()
+    assert "5/6 runs finished" in text and "/2 seeds)" in text  # sasrec against tiger, 2 seeds
+    assert "not yet: synthetic seed 1 intrr" in capsys.readouterr().out
+    assert sorted((tmp_path / "runs").glob("*/best.pt")) == trained
+    argv[argv.index("--rows") + 1], argv[argv.index("--against") + 1] = "dualgr", ""
+    argv[argv.index("--out") + 1] = str(none := tmp_path / "none.md")
+    assert main([*argv, "--tables-only"]) == 2 and not none.exists()
+    assert "none of the sweep's 2 runs is finished" in capsys.readouterr().err
+
+
 def test_converge_profile_is_one_budget_for_every_model():
     cfgs = {m: gk.configure("converge", model=m) for m in ("tiger", "glass", "sasrec", "dualgr",
                                                             "gems", "intrr")}
