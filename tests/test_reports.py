@@ -206,7 +206,9 @@ def test_notebooks_04_to_06_on_smoke_record_their_figures(tmp_path, monkeypatch)
     every = {"first_codebooks": None,  # off in the main command, every section on here
              "gems_fusions": ["sum", "gate", "concat_memory", "concat_tokens"],
              "gems_streams": ["recent-only", "no-mid", "no-lifecycle"], "gems_budget": {}}
-    build_reports({"profile": "smoke"}, out, only=["04", "05", "06"], per_notebook={"04": every})
+    crp_rows = {"rows": ["tiger", "sidtier+shs", "sidtier+shs+cr"]}  # 05 adds the third row
+    build_reports({"profile": "smoke"}, out, only=["04", "05", "06"],
+                  per_notebook={"04": every, "05": crp_rows})
     g = read_records(out / "04_gates_and_attention_streams.ipynb")
     assert set(g["runs"]) == {"[16, 8, 8]", "[8, 8, 8]"}  # Figure 4: twice the first level, and it
     for name in g["runs"]:
